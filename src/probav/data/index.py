@@ -1,0 +1,34 @@
+"""Which scenes a stage works on: the scene index written by the check (``data/scenes.csv``)
+and the train/dev split (``data/split.csv``), joined to the raw folder and ``norm.csv``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from probav.scene import Scene, read_norm, read_scene
+
+SUBSETS = ("train", "dev", "test")
+
+
+def subset_table(index_csv: os.PathLike | str, split_csv: os.PathLike | str, subset: str) -> pd.DataFrame:
+    """Rows (split, band, name, path, …) of the usable scenes of ``subset`` ∈ train | dev | test."""
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+    index = pd.read_csv(index_csv, dtype={"name": str})
+    index = index[index["status"] == "ok"]
+    if subset == "test":
+        return index[index["split"] == "test"].reset_index(drop=True)
+    split = pd.read_csv(split_csv, dtype={"name": str})
+    names = set(split.loc[split["subset"] == subset, "name"])
+    return index[(index["split"] == "train") & index["name"].isin(names)].reset_index(drop=True)
+
+
+def iter_scenes(raw_root: os.PathLike | str, table: pd.DataFrame) -> Iterator[Scene]:
+    """Read the scenes of a table (from ``subset_table``) with their norms."""
+    raw_root = Path(raw_root)
+    norms = read_norm(raw_root / "norm.csv")
+    for row in table.itertuples(index=False):
+        yield read_scene(raw_root / row.path, norm=norms.get(row.name))
