@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make repro` (whole pipeline on the built-in synthetic data)
+# and `make test`. Both create the virtual environment and install the project when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install repro test test-fast bench report clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# dvc needs a git repository with at least one commit (a downloaded tarball has none).
+repro: $(STAMP)
+	@git rev-parse --verify -q HEAD >/dev/null || (git init -q && git add -A && git commit -qm "initial import")
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n 2 --dist loadfile -q
+
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n 2 --dist loadfile -q -m "not slow"
+
+bench: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s bench/dvc.yaml:bench
+
+clean-venv:
+	rm -rf $(VENV)
