@@ -1,0 +1,241 @@
+"""The probav command: predict scenes with a model, score predictions, validate a submission zip.
+
+    probav predict --model shift_and_add --data DATA --split test --out predictions/
+    probav score predictions/ --data DATA [--json]
+    probav validate-submission submission/submission.zip [--data DATA]
+
+DATA is a folder in the official archive layout (``norm.csv``, ``train/``, ``test/``). Bad input
+(a missing scene, a wrong image size, a corrupt PNG, a name not in the data) ends with a one-line
+error on stderr and exit status 1; usage errors exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  probav predict --model baseline --data ../shared/probav-mini --split train --out pred/
+  probav score pred/ --data ../shared/probav-mini
+  probav score submission/submission.zip --data data/raw --scenes imgset0000,imgset0001 --json
+  probav validate-submission submission/submission.zip --data data/raw
+
+The score is the official one: per scene, the best of 49 shifted, brightness-bias-corrected clear-pixel
+cPSNRs against HR; score = norm.csv value / cPSNR (lower is better; the official baseline scores 1)."""
+
+
+class CliError(Exception):
+    """Bad input: printed as one line on stderr, exit status 1."""
+
+
+def _scene_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise CliError("--scenes is empty: give names like imgset0000,imgset0001")
+    return names
+
+
+def _scene_folders(data: Path, split: str | None, names: list[str] | None) -> dict[str, Path]:
+    """Scene name → folder in DATA (one split or both), restricted to ``names`` (all must exist)."""
+    from probav.scene import SPLITS, scene_dirs
+
+    if not data.is_dir():
+        raise CliError(f"{data}: data folder not found")
+    folders = {}
+    for s in ([split] if split else SPLITS):
+        folders.update({d.name: d for d in scene_dirs(data, s)})
+    if not folders:
+        raise CliError(f"{data}: no scene folder {'/'.join([split] if split else SPLITS)}/RED|NIR/imgsetNNNN "
+                       f"(is this the root of the PROBA-V data, holding norm.csv, train/ and test/?)")
+    if names is not None:
+        missing = [n for n in names if n not in folders]
+        if missing:
+            where = f"{data}/{split}" if split else str(data)
+            raise CliError(f"scene(s) not found in {where}: {', '.join(missing)}")
+        folders = {n: folders[n] for n in names}
+    return folders
+
+
+def _load_params(path: str | None) -> dict:
+    from probav.params import load_params
+
+    if path is None:
+        default = Path("params.yaml")
+        return load_params(default) if default.is_file() else {}
+    return load_params(path)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from probav.evaluate import check_prediction
+    from probav.models.registry import load_model
+    from probav.scene import read_norm, read_scene, write_png
+    from tqdm import tqdm
+
+    data = Path(args.data)
+    folders = _scene_folders(data, args.split, _scene_list(args.scenes))
+    params = _load_params(args.params)
+    try:
+        model = load_model(args.model, params, model_dir=Path(args.models_dir) / args.model)
+    except KeyError as err:
+        raise CliError(err.args[0]) from None
+    norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, folder in tqdm(folders.items(), desc=f"predict {args.model}", unit="scene", leave=False,
+                             disable=args.quiet):
+        scene = read_scene(folder, norm=norms.get(name), require_hr=False)
+        write_png(out / f"{name}.png", check_prediction(model.predict(scene), name))
+    if not args.quiet:
+        print(f"wrote {len(folders)} prediction(s) of {args.model} to {out}/")
+    return 0
+
+
+def score_predictions(submission: Path, data: Path, names: list[str] | None = None) -> dict:
+    """Official score of a folder or zip of ``imgsetNNNN.png`` against DATA's scenes with an HR.
+
+    Every scene of DATA with an HR (or every scene of ``names``) must be predicted, and every
+    prediction must be such a scene. Returns ``{"mean_score", "mean_cpsnr", "scenes": {name: {...}}}``.
+    """
+    from probav.evaluate import scene_norm
+    from probav.metrics.score import score as scene_score
+    from probav.metrics.score import shifted_cpsnr
+    from probav.scene import read_norm, read_scene
+    from probav.submission import open_predictions, read_prediction
+
+    predictions = open_predictions(submission)
+    folders = _scene_folders(data, None, None)
+    with_hr = {n: d for n, d in folders.items() if (d / "HR.png").is_file()}
+    if not with_hr:
+        raise CliError(f"{data}: no scene with an HR.png to score against (test scenes have none)")
+    unknown = sorted(set(predictions) - set(with_hr))
+    if unknown:
+        no_hr = [n for n in unknown if n in folders]
+        detail = f" ({', '.join(no_hr)} {'has' if len(no_hr) == 1 else 'have'} no HR: test scenes cannot be scored)" \
+            if no_hr else ""
+        raise CliError(f"{submission}: prediction(s) for scene(s) not in {data} with an HR: "
+                       f"{', '.join(unknown[:10])}{detail}")
+    wanted = sorted(with_hr) if names is None else names
+    missing = [n for n in wanted if n not in predictions]
+    if names is not None:
+        not_scorable = [n for n in names if n not in with_hr]
+        if not_scorable:
+            raise CliError(f"scene(s) with no HR in {data}: {', '.join(not_scorable)}")
+    if missing:
+        raise CliError(f"{submission}: missing prediction(s) for {', '.join(missing[:10])}"
+                       f"{' …' if len(missing) > 10 else ''} (use --scenes to score a subset)")
+    norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
+    scenes = {}
+    for name in wanted:
+        sr = read_prediction(predictions[name](), f"{submission}:{name}.png")
+        scene = read_scene(with_hr[name], norm=norms.get(name))
+        cpsnr = float(shifted_cpsnr(sr, scene.hr, scene.sm))
+        norm = scene_norm(scene)
+        scenes[name] = {"band": scene.band, "cpsnr": cpsnr, "norm": norm, "score": float(scene_score(cpsnr, norm))}
+    finite = [s["cpsnr"] for s in scenes.values() if math.isfinite(s["cpsnr"])]
+    return {"mean_score": float(sum(s["score"] for s in scenes.values()) / len(scenes)),
+            "mean_cpsnr": float(sum(finite) / len(finite)) if len(finite) == len(scenes) else None,
+            "scenes": scenes}
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    result = score_predictions(Path(args.submission), Path(args.data), _scene_list(args.scenes))
+    if args.json:
+        print(json.dumps(result, allow_nan=False, default=str))
+        return 0
+    print(f"{'scene':<12} {'band':<4} {'cPSNR (dB)':>10} {'norm (dB)':>10} {'score':>8}")
+    for name, row in result["scenes"].items():
+        print(f"{name:<12} {row['band']:<4} {row['cpsnr']:>10.3f} {row['norm']:>10.3f} {row['score']:>8.4f}")
+    mean_cpsnr = "inf" if result["mean_cpsnr"] is None else f"{result['mean_cpsnr']:.3f}"
+    print(f"{'mean':<12} {'':<4} {mean_cpsnr:>10} {'':>10} {result['mean_score']:>8.4f}   "
+          f"({len(result['scenes'])} scene(s); lower score is better, the official baseline scores 1)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from probav.submission import validate_submission
+
+    expected = None
+    if args.data:
+        expected = list(_scene_folders(Path(args.data), "test", None))
+    problems = validate_submission(args.zip, expected_names=expected)
+    if problems:
+        print(f"{args.zip}: NOT a valid submission ({len(problems)} problem(s)):", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    import zipfile
+
+    with zipfile.ZipFile(args.zip) as archive:
+        count = len(archive.namelist())
+    print(f"{args.zip}: valid submission, {count} image(s)"
+          + ("" if expected is not None else " (scene names not checked: give --data to check them)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from probav.models.registry import available_models
+
+    parser = argparse.ArgumentParser(prog="probav", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="super-resolve scenes with a model, one imgsetNNNN.png each",
+                       description="Super-resolve the scenes of one split of DATA with a model and write one "
+                                   "384x384 16-bit PNG imgsetNNNN.png per scene into OUT.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help=f"model name: {', '.join(available_models())}")
+    p.add_argument("--data", required=True, help="data root in the official layout (norm.csv, train/, test/)")
+    p.add_argument("--split", required=True, choices=["train", "test"], help="which split's scenes")
+    p.add_argument("--scenes", default=None, help="comma-separated scene names (default: every scene of the split)")
+    p.add_argument("--models-dir", default="models", help="trained models live in MODELS_DIR/<model>/")
+    p.add_argument("--params", default=None, help="parameters file (default: ./params.yaml if present, "
+                                                   "else every model's defaults)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score", help="official score of predicted PNGs against the scenes' HR",
+                       description="Score a folder or zip of imgsetNNNN.png against the scenes of DATA that have "
+                                   "an HR (norm from DATA/norm.csv; the baseline's cPSNR where a scene has none). "
+                                   "Prints each scene's cPSNR and score, and the mean.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("submission", help="folder or zip of imgsetNNNN.png")
+    p.add_argument("--data", required=True, help="data root in the official layout (norm.csv, train/, test/)")
+    p.add_argument("--scenes", default=None, help="comma-separated scenes to score (default: every scene of DATA "
+                                                  "with an HR, which must all be predicted)")
+    p.add_argument("--json", action="store_true", help='print one JSON object {"mean_score", "mean_cpsnr", '
+                                                       '"scenes": {name: {"cpsnr", "score", ...}}}')
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("validate-submission", help="check a submission zip against the official format",
+                       description="Check a submission zip: imgsetNNNN.png at its root, each a readable "
+                                   "384x384 16-bit grayscale PNG; with --data, exactly the test scenes of DATA "
+                                   "(290 for the real data). Lists every problem; exit status 1 if any.")
+    p.add_argument("zip", help="the submission zip")
+    p.add_argument("--data", default=None, help="data root: expect exactly its test scenes")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from probav.scene import BadSceneError
+    from probav.submission import SubmissionError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, BadSceneError, SubmissionError, FileNotFoundError, ValueError) as err:
+        print(f"probav {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"probav {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Classical multi-frame models (median, shift_and_add) and sub-pixel registration.
+
+The scenes come from a small generator below (independent of probav.data.synthetic): an HR land-like
+texture (multi-scale noise plus sharp-edged fields), LR frames = the HR shifted by a known sub-pixel
+amount, blurred by a Gaussian PSF, box-downsampled ×3, with a per-frame gain/offset, noise, values
+quantised to multiples of 16, and cloud blobs (bright, masked in the QM; optionally thin clouds the QM
+misses). Frame 0 is unshifted: the HR is its truth.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from probav.metrics.score import score, shifted_cpsnr
+from probav.models.baseline import baseline_sr
+from probav.models.registry import load_model, model_class
+from probav.registration import register, shift_image
+from probav.scene import Scene, read_scene, to_uint16, to_unit
+
+MARGIN = 12
+
+
+def texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth random land-like texture around 0.05 (PROBA-V reflectance / 65535 scale)."""
+    img = np.zeros((size, size))
+    for sigma, amp in ((24, 1.0), (8, 0.6), (3, 0.35), (1.2, 0.15)):
+        img += amp * sigma * ndi.gaussian_filter(rng.standard_normal((size, size)), sigma)
+    # Fields: piecewise-constant Voronoi cells give sharp edges.
+    points = rng.uniform(0, size, (40, 2))
+    values = rng.normal(0, 1.0, 40)
+    yy, xx = np.mgrid[:size, :size]
+    nearest = np.argmin((yy[..., None] - points[:, 0]) ** 2 + (xx[..., None] - points[:, 1]) ** 2, axis=-1)
+    img += values[nearest]
+    img = (img - img.mean()) / img.std()
+    return 0.05 + 0.012 * img
+
+
+def make_scene(seed: int, frames: int = 10, noise: float = 6e-4, max_shift: float = 1.0, clouds: bool = True,
+               cloud_every: int = 3, undetected: bool = False, change: bool = False, psf: float = 1.0, name: str = "imgset9000",
+               band: str = "RED") -> Scene:
+    """A synthetic scene with HR/SM, its baseline norm, and the true shifts in ``extra['shifts']``.
+
+    ``shifts[k]`` is the registration shift of frame k onto frame 0 (probav.registration's convention:
+    ``shift_image(frame_k, shift) ≈ frame_0``), in LR pixels. Clouds hit every ``cloud_every``-th frame.
+    """
+    rng = np.random.default_rng(seed)
+    size = 384 + 2 * MARGIN
+    hr_big = texture(rng, size)
+    lr = np.empty((frames, 128, 128), np.uint16)
+    qm = np.ones((frames, 128, 128), bool)
+    yy, xx = np.mgrid[:128, :128]
+    shifts = []
+    for k in range(frames):
+        s = rng.uniform(-3 * max_shift, 3 * max_shift, 2) if k else np.zeros(2)  # HR pixels
+        shifts.append(-s / 3)
+        moved = ndi.gaussian_filter(ndi.shift(hr_big, s, order=3, mode="nearest"), psf)
+        low = moved[MARGIN:MARGIN + 384, MARGIN:MARGIN + 384].reshape(128, 3, 128, 3).mean(axis=(1, 3))
+        low = rng.uniform(0.9, 1.1) * low + rng.uniform(-0.003, 0.003) + rng.normal(0, noise, low.shape)
+        if clouds and k % cloud_every == 1 % cloud_every:
+            cy, cx = rng.uniform(10, 118, 2)
+            r = rng.uniform(6, 16)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+            low = low + 0.3 * blob
+            qm[k] = blob < 0.05
+        if undetected and k % 5 == 2:  # a thin cloud the QM misses
+            cy, cx = rng.uniform(20, 108, 2)
+            low = low + 0.02 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 128)
+        if change and k % 4 == 3:  # land change in one frame, not masked
+            cy, cx = rng.uniform(20, 108, 2)
+            low = low + 0.01 * (((yy - cy) ** 2 + (xx - cx) ** 2) < 100)
+        lr[k] = (np.clip(np.rint(low * 65535 / 16), 0, 4095) * 16).astype(np.uint16)
+    hr = to_uint16(hr_big[MARGIN:MARGIN + 384, MARGIN:MARGIN + 384])
+    sm = np.ones((384, 384), bool)
+    sm[300:340, 20:70] = False
+    scene = Scene(name=name, band=band, lr=lr, qm=qm, hr=hr, sm=sm)
+    scene.norm = float(shifted_cpsnr(baseline_sr(lr, qm), hr, sm))
+    scene.extra["shifts"] = np.array(shifts)
+    return scene
+
+
+def mean_score(model, scenes) -> tuple[float, float]:
+    cpsnrs = [shifted_cpsnr(model.predict(s), s.hr, s.sm) for s in scenes]
+    return float(np.mean([score(c, s.norm) for c, s in zip(cpsnrs, scenes)])), float(np.mean(cpsnrs))
+
+
+@pytest.fixture(scope="module")
+def synthetic_scenes() -> list[Scene]:
+    """Shifted frames (up to ±1 LR px), clouds, and in two of them thin undetected clouds / land change."""
+    return [make_scene(101, frames=10, change=True), make_scene(102, frames=12, undetected=True),
+            make_scene(103, frames=9, undetected=True, change=True)]
+
+
+# --- registration -------------------------------------------------------------------------------
+
+def test_registration_recovers_known_shifts():
+    scene = make_scene(7, frames=8, clouds=True)
+    ref = to_unit(scene.lr[0])
+    errors = []
+    for k in range(1, scene.frames):
+        result = register(ref, to_unit(scene.lr[k]), scene.qm[0], scene.qm[k])
+        assert result.ok, result.reason
+        errors.append(result.shift - scene.extra["shifts"][k])
+        assert 0.8 < result.gain < 1.25
+    errors = np.abs(errors)
+    assert errors.max() < 0.05, errors  # LR pixels, through clouds, noise, gain/offset and aliasing
+
+
+def test_registration_convention_and_exact_shift():
+    rng = np.random.default_rng(0)
+    ref = ndi.gaussian_filter(rng.standard_normal((128, 128)), 2.0)
+    moving = shift_image(ref, (0.4, -0.7))  # moving(x) = ref(x − s): registering it back needs −s
+    result = register(ref, moving)
+    assert result.ok
+    np.testing.assert_allclose(result.shift, (-0.4, 0.7), atol=0.02)
+    np.testing.assert_allclose(shift_image(moving, result.shift)[10:-10, 10:-10], ref[10:-10, 10:-10], atol=0.05)
+
+
+def test_registration_rejects_implausible():
+    rng = np.random.default_rng(1)
+    ref = ndi.gaussian_filter(rng.standard_normal((128, 128)), 2.0)
+    unrelated = ndi.gaussian_filter(rng.standard_normal((128, 128)), 2.0)
+    result = register(ref, unrelated)
+    assert not result.ok and result.reason
+    far = np.roll(ref, (6, -5), axis=(0, 1))  # a shift far beyond PROBA-V's geolocation error
+    assert not register(ref, far, settings={"max_shift": 3.0}).ok
+    cloudy = np.zeros((128, 128), bool)
+    cloudy[:10] = True
+    result = register(ref, ref, np.ones((128, 128), bool), cloudy)
+    assert not result.ok and "clear" in result.reason
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def test_median_beats_baseline_on_easy_scenes():
+    """Nearly co-registered noisy frames, each with a cloud somewhere: the baseline keeps only the
+    clearest frame, the clear median denoises with all of them."""
+    scenes = [make_scene(200 + i, frames=12, noise=2e-3, max_shift=0.05, cloud_every=1) for i in range(2)]
+    median, baseline = load_model("median"), load_model("baseline")
+    median_score, median_cpsnr = mean_score(median, scenes)
+    baseline_score, baseline_cpsnr = mean_score(baseline, scenes)
+    print(f"easy synthetic: baseline {baseline_score:.4f} ({baseline_cpsnr:.2f} dB), "
+          f"median {median_score:.4f} ({median_cpsnr:.2f} dB)")
+    assert median_score < baseline_score - 0.01
+
+
+def test_median_fallbacks():
+    scene = make_scene(5, frames=9, clouds=False)
+    scene.qm[:, :20, :20] = False  # no frame clear there: median of all frames
+    scene.qm[3] = False
+    out = load_model("median").predict(scene)
+    assert out.dtype == np.uint16 and out.shape == (384, 384)
+    assert abs(float(out[:60, :60].mean()) - float(scene.lr[:, :20, :20].mean())) < 0.1 * scene.lr.mean()
+
+
+def test_shift_and_add_beats_baseline_on_synthetic(synthetic_scenes):
+    sa, baseline = load_model("shift_and_add"), load_model("baseline")
+    sa_score, sa_cpsnr = mean_score(sa, synthetic_scenes)
+    base_score, base_cpsnr = mean_score(baseline, synthetic_scenes)
+    median_score, median_cpsnr = mean_score(load_model("median"), synthetic_scenes)
+    print(f"synthetic: baseline {base_score:.4f} ({base_cpsnr:.2f} dB), median {median_score:.4f} "
+          f"({median_cpsnr:.2f} dB), shift_and_add {sa_score:.4f} ({sa_cpsnr:.2f} dB)")
+    assert sa_score < 0.985
+    assert sa_score < median_score
+
+
+def test_shift_and_add_beats_baseline_on_real_scene(probav_mini):
+    scene = read_scene(probav_mini / "train" / "RED" / "imgset0000", norm=52.352172662454414)
+    sa_cpsnr = shifted_cpsnr(load_model("shift_and_add").predict(scene), scene.hr, scene.sm)
+    base_cpsnr = shifted_cpsnr(load_model("baseline").predict(scene), scene.hr, scene.sm)
+    print(f"imgset0000: baseline {base_cpsnr:.3f} dB (score {score(base_cpsnr, scene.norm):.4f}), "
+          f"shift_and_add {sa_cpsnr:.3f} dB (score {score(sa_cpsnr, scene.norm):.4f})")
+    assert base_cpsnr == pytest.approx(52.50, abs=0.02)
+    assert sa_cpsnr > base_cpsnr + 0.5
+    assert score(sa_cpsnr, scene.norm) < 0.99
+
+
+@pytest.mark.parametrize("overrides", [
+    {"reference": "clearest", "anchor": "reference", "reference_weight": 2.0, "contrast": "reference",
+     "grid": "reference"},
+    {"reference": "sm", "fusion": "splat", "sharpen": 0.0, "max_frames": 0},
+])
+def test_shift_and_add_variants_run(synthetic_scenes, overrides):
+    scene = synthetic_scenes[0]
+    model = load_model("shift_and_add", {"classical": {"shift_and_add": overrides}})
+    out = model.predict(scene)
+    assert out.dtype == np.uint16 and out.shape == (384, 384)
+    assert shifted_cpsnr(out, scene.hr, scene.sm) > scene.norm - 1.0
+
+
+def test_shift_and_add_degenerate_scenes():
+    scene = make_scene(9, frames=9, clouds=False)
+    model = load_model("shift_and_add")
+    scene.qm[:] = False  # nothing clear anywhere
+    out = model.predict(scene)
+    assert out.dtype == np.uint16 and out.shape == (384, 384) and out.std() > 0
+    scene.qm[:] = False
+    scene.qm[4] = True  # a single clear frame: it alone is used
+    out = model.predict(scene)
+    assert shifted_cpsnr(out, scene.hr, scene.sm) > 40
+
+
+def test_shift_and_add_settings_are_checked(repo_root):
+    from probav.params import load_params
+
+    params = load_params(repo_root / "params.yaml")
+    cls = model_class("shift_and_add")
+    assert cls(params).settings["reference"] == params["classical"]["shift_and_add"]["reference"]
+    with pytest.raises(ValueError, match="unknown"):
+        cls({"classical": {"shift_and_add": {"refrence": "median"}}})
+    with pytest.raises(ValueError, match="reference"):
+        cls({"classical": {"shift_and_add": {"reference": "best"}}})
+
+
+def test_shift_and_add_beats_baseline_on_simulator(tmp_path):
+    """Measured on the project's simulator too, when it is there (the tests above do not need it)."""
+    synthetic = pytest.importorskip("probav.data.synthetic")
+    from probav.scene import read_norm, scene_dirs
+
+    params = {"seed": 2019, "synthetic": {"train_scenes_per_band": 2, "test_scenes_per_band": 0, "workers": 1}}
+    synthetic.generate(tmp_path, params, progress=False)
+    norms = read_norm(tmp_path / "norm.csv")
+    scenes = [read_scene(d, norm=norms[d.name]) for d in scene_dirs(tmp_path, "train")]
+    sa_score, sa_cpsnr = mean_score(load_model("shift_and_add"), scenes)
+    base_score, base_cpsnr = mean_score(load_model("baseline"), scenes)
+    print(f"simulator: baseline {base_score:.4f} ({base_cpsnr:.2f} dB), shift_and_add {sa_score:.4f} "
+          f"({sa_cpsnr:.2f} dB)")
+    assert sa_score < 1.0
