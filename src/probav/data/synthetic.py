@@ -1,0 +1,915 @@
+"""The built-in PROBA-V simulator: the project's default data source (``data.source: synthetic``).
+
+``generate(root, params)`` writes scenes in the official archive layout
+(``train|test/RED|NIR/imgsetNNNN/{LR…, QM…, HR, SM}.png`` and ``norm.csv``; test scenes have no
+``HR.png``) plus ``root/synthetic/``: the true shift, gain, offset and acquisition day of every
+frame (``shifts.csv``), one row per scene (``scenes.csv``), the simulator settings
+(``settings.json``) and the hidden HR/SM of the test scenes (``test_hr/imgsetNNNN/``), so test
+predictions can be scored locally.
+
+How a scene is made (one random generator per scene, seeded from params.yaml's ``seed`` and the
+scene's split, band and name, so the result does not depend on the number of worker processes):
+
+1. Landscape, rendered at the HR resolution (100 m) with a margin of ``MARGIN`` pixels: land-use
+   zones (fields / natural), field parcels (a warped, rotated brick grid) and natural patches
+   (classes from quantiles of a smooth multi-scale field, graded into each other), each parcel or
+   patch of a land class whose RED/NIR levels follow real
+   reflectances (vegetation dark in RED and bright in NIR, water dark in both and darkest in NIR,
+   towns, bare soil and sand medium-to-bright in both), texture and relief shading from
+   power-law noise, a regional low-frequency modulation, lakes, meandering rivers with riparian vegetation, towns, roads. Both bands
+   are rendered for every scene; the scene keeps the one of its band. Clear values: RED median
+   about 2800 (1st–99th percentile about 700–8400, deserts brightest), NIR median about 8700
+   (about 3600–12500); real sample: RED 2300–4700, NIR 5500–14500.
+2. HR: the landscape on its acquisition day (day 0) with a slight blur and noise, clouds on some
+   HR images (SM marks them, slightly dilated; at least 75% clear), quantised to multiples of 16.
+3. LR frames (9–35, Beta-distributed around ``mean_frames``), acquired on days within a 30-day
+   window that contains day 0; usually one frame is acquired on day 0. Each frame: the landscape
+   changed by parcel-wise trends and jitter and a smooth field, all growing with the distance in
+   days from day 0; shifted by a random sub-pixel offset (mostly under 1 LR pixel, rarely up to
+   2), blurred by a Gaussian PSF and averaged 3×3 (Fourier shift and blur, so sub-pixel shifts are
+   exact); per-frame gain, offset and haze; sometimes detector striping; clouds (thresholded
+   smooth noise, puffy or layered, bright, up to about 30000) with their shadows; noise;
+   quantised to multiples of 16. The QM marks clouds and (mostly) shadows with imperfect edges:
+   thin cloud edges are missed, masks are randomly dilated or eroded. The no-data value 65520
+   fills swath edges and some cloud cores, always masked. Frames are at least 60% clear.
+4. ``norm.csv``: the official baseline's cPSNR computed by the project
+   (``shifted_cpsnr(to_uint16(baseline_sr(lr, qm)), hr, sm)``), for test scenes on the HR that is
+   then withheld.
+
+Shift convention (``shifts.csv``): ``dy, dx`` in LR pixels is where the frame sees the ground
+relative to the HR's grid: a feature at LR position ``p`` of the HR (downsampled) appears at
+``p + (dy, dx)`` in the frame. ``skimage.registration.phase_cross_correlation(frame_a, frame_b)``
+therefore returns about ``(dy_a - dy_b, dx_a - dx_b)``.
+
+Calibration (against the real sample ``probav-mini`` and the official ``norm.csv``): the per-scene
+contrast factors, the change rates and the river density were tuned so that the simulated norms
+match the real ones by band (real: RED 47.4 ± 3.6 dB, NIR 45.3 ± 3.7 dB over all 1450 scenes;
+simulated, 40 scenes per band: RED about 47.8 ± 3.0, NIR about 44.8 ± 3.1), single frames score
+a few dB apart (the frame of the HR's day is the best, as on real scenes) and the HR spectra fall
+like real ones (log-log slope about −3).
+
+``statistics(root)`` and ``compare_with_real(synthetic_root, real_root)`` summarise value
+histograms, spectra, clearance and frame counts for comparing synthetic with real data.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage as ndi
+
+from probav.params import derive_seed
+from probav.scene import (BANDS, HR_SIZE, LR_SIZE, NO_DATA, SCALE, SPLITS, Scene, read_norm, read_scene,
+                          scene_dirs, to_uint16, write_norm, write_png, write_scene)
+
+VERSION = 1
+MARGIN = 24                      # HR pixels rendered around the 384×384 crop (shifts + PSF support)
+FULL = HR_SIZE + 2 * MARGIN      # 432: side of the rendered landscape
+QUANTUM = 16                     # every stored value is a multiple of 16, as in the real files
+MAX_VALUE = NO_DATA - QUANTUM    # 65504: the largest value a real pixel may take
+PROFILES = ("default", "large")
+# Scene counts of the official archive (the 'large' profile).
+OFFICIAL_COUNTS = {("train", "RED"): 594, ("train", "NIR"): 566, ("test", "RED"): 146, ("test", "NIR"): 144}
+SHIFT_COLUMNS = ["name", "frame", "dy", "dx", "gain", "offset", "days", "band", "split", "clearance",
+                 "cloud_cover", "nodata", "psf_sigma"]
+SCENE_COLUMNS = ["name", "band", "split", "biome", "frames", "norm", "hr_clearance", "mean_clearance",
+                 "contrast", "change_rate", "close_frame", "water_flagged"]
+
+# name: (RED, NIR, parcel relative sd, texture relative sd, vegetation 0..1)
+CLASSES = {
+    "water":    (1150, 650, 0.10, 0.02, 0.0),
+    "turbid":   (1900, 1300, 0.12, 0.03, 0.0),
+    "forest":   (1700, 8300, 0.08, 0.06, 1.0),
+    "crop":     (2050, 11800, 0.10, 0.03, 1.0),
+    "crop_dry": (3300, 8600, 0.10, 0.04, 0.5),
+    "soil":     (4600, 6400, 0.12, 0.05, 0.0),
+    "grass":    (2800, 9200, 0.08, 0.05, 0.8),
+    "shrub":    (3500, 7600, 0.08, 0.06, 0.5),
+    "sand":     (7300, 9600, 0.06, 0.04, 0.0),
+    "rock":     (5200, 6900, 0.10, 0.08, 0.0),
+    "wetland":  (1900, 5300, 0.15, 0.08, 0.6),
+    "town":     (4300, 5600, 0.06, 0.15, 0.0),
+}
+CLASS_NAMES = list(CLASSES)
+CLASS_TABLE = np.array([CLASSES[c] for c in CLASS_NAMES], np.float64)  # (C, 5)
+ROAD = (4500, 5300)
+
+BIOMES = {
+    "cropland": dict(weight=0.30, field_share=0.8, field={"crop": 4, "crop_dry": 3, "soil": 2, "grass": 1},
+                     natural={"forest": 2, "grass": 2, "shrub": 1}, lakes=0.01, rivers=(0, 1), towns=0.015,
+                     roads=(1, 4), relief=0.02, change=1.2, field_size=(4, 13)),
+    "forest": dict(weight=0.15, field_share=0.15, field={"crop": 2, "grass": 2, "soil": 1},
+                   natural={"forest": 6, "grass": 1, "wetland": 1}, lakes=0.03, rivers=(0, 1), towns=0.003,
+                   roads=(0, 2), relief=0.06, change=0.6, field_size=(4, 10)),
+    "savanna": dict(weight=0.20, field_share=0.15, field={"crop_dry": 2, "soil": 2, "grass": 1},
+                    natural={"grass": 3, "shrub": 3, "soil": 1, "forest": 1}, lakes=0.005, rivers=(0, 1),
+                    towns=0.005, roads=(0, 2), relief=0.04, change=1.0, field_size=(4, 10)),
+    "desert": dict(weight=0.08, field_share=0.03, field={"crop": 1, "soil": 1},
+                   natural={"sand": 4, "rock": 2, "shrub": 1}, lakes=0.0, rivers=(0, 1), towns=0.003,
+                   roads=(0, 2), relief=0.08, change=0.4, field_size=(5, 12)),
+    "wetland": dict(weight=0.09, field_share=0.3, field={"crop": 2, "grass": 2},
+                    natural={"wetland": 3, "grass": 2, "forest": 1}, lakes=0.06, rivers=(1, 2), towns=0.005,
+                    roads=(0, 2), relief=0.01, change=1.0, field_size=(4, 12)),
+    "mixed": dict(weight=0.18, field_share=0.5, field={"crop": 3, "crop_dry": 2, "soil": 2},
+                  natural={"forest": 2, "grass": 2, "shrub": 1}, lakes=0.015, rivers=(0, 1), towns=0.02,
+                  roads=(1, 3), relief=0.04, change=1.0, field_size=(4, 12)),
+}
+
+# Physical knobs of the simulator (recorded in synthetic/settings.json).
+DEFAULT_SETTINGS = {
+    "min_frames": 9,
+    "max_frames": 35,
+    "mean_frames": 19,
+    "contrast_sigma": {"RED": 0.4, "NIR": 0.8},   # log-sd of the per-scene contrast factor
+    "contrast_median": {"RED": 0.85, "NIR": 0.3},  # NIR detail is weaker relative to its level
+    "class_contrast": {"RED": 0.85, "NIR": 0.5},    # compression of the class levels around their mean
+    "class_contrast_sigma": 0.4,     # log-sd of the class compression (same draw as the scene contrast)
+    "texture_beta": [1.3, 2.1],      # power-law exponent of the within-parcel texture
+    "texture_gain": {"RED": 3.5, "NIR": 1.8},  # multiplies the classes' relative texture sd
+    "ecotone": [0.5, 1.5],           # HR pixels, blur between natural patches
+    "regional": [0.01, 0.05],        # relative amplitude of the low-frequency regional modulation
+    "red_offset": [-300.0, 500.0],   # per-scene additive RED level (atmosphere)
+    "nir_gain": [0.9, 1.1],          # per-scene NIR gain
+    "hr_blur": [0.35, 0.6],          # HR pixels, Gaussian sigma of the HR's own PSF
+    "hr_read_noise": [3.0, 7.0],
+    "psf_sigma": [0.5, 0.9],         # HR pixels, Gaussian sigma of the LR PSF (on top of the 3×3 average)
+    "shift_sigma": 0.3,              # LR pixels, per-frame shift sd
+    "shift_scene_sigma": 0.15,       # LR pixels, per-scene common offset sd
+    "shift_outlier_prob": 0.04,
+    "shift_outlier_sigma": 0.9,
+    "max_shift": 2.0,
+    "window_days": 30,
+    "close_frame_prob": 0.85,        # chance that one frame is acquired on the HR's day
+    "change_trend": 0.06,            # relative parcel change per 30 days (growth / harvest)
+    "change_jitter": 0.05,           # relative random parcel change at 30 days (grows as sqrt of days)
+    "change_field": 0.03,            # relative smooth-field change at 30 days
+    "change_sigma": 0.35,            # log-sd of the per-scene change rate
+    "change_band": {"RED": 1.1, "NIR": 0.5},  # NIR changes less relative to its (higher) level
+    "gain_sigma": 0.02,
+    "offset_sigma": 0.03,            # relative to the scene mean
+    "haze": 0.01,                    # relative amplitude of a smooth additive haze field
+    "stripe_prob": 0.12,
+    "stripe_amplitude": [0.01, 0.035],
+    "read_noise": [4.0, 10.0],       # DN
+    "shot_noise": 0.12,              # DN per sqrt(DN)
+    "clear_frame_prob": 0.55,        # frames without any cloud
+    "light_cloud_prob": 0.30,        # frames with cloud cover up to 10%; the rest up to 40%
+    "cloud_brightness": [8000.0, 30000.0],
+    "shadow_darkening": [0.3, 0.6],
+    "shadow_mask_prob": 0.75,
+    "swath_prob": 0.04,              # frames with a no-data swath edge
+    "cloud_nodata_prob": 0.03,       # cloudy frames with no-data in cloud cores
+    "hr_cloud_prob": 0.35,
+    "hr_max_cloud": 0.2,
+    "water_flag_prob": 0.1,          # scenes whose water is flagged in every QM and the SM
+    "min_frame_clearance": 0.6,
+    "min_hr_clearance": 0.75,
+}
+
+
+# --------------------------------------------------------------------------- settings and plan
+
+def resolve_settings(params: dict) -> dict:
+    """Simulator settings: ``DEFAULT_SETTINGS`` with the frame counts of ``params['synthetic']``."""
+    syn = dict(params.get("synthetic") or {})
+    settings = dict(DEFAULT_SETTINGS)
+    for key in ("min_frames", "max_frames", "mean_frames"):
+        if syn.get(key) is not None:
+            settings[key] = syn[key]
+    lo, hi, mean = int(settings["min_frames"]), int(settings["max_frames"]), float(settings["mean_frames"])
+    if lo < 1 or hi < lo or not lo <= mean <= hi:
+        raise ValueError(f"synthetic: need 1 <= min_frames <= mean_frames <= max_frames, got "
+                         f"min {lo}, mean {mean}, max {hi}")
+    settings.update(min_frames=lo, max_frames=hi, mean_frames=mean)
+    return settings
+
+
+def scene_counts(params: dict) -> dict[tuple[str, str], int]:
+    """Scenes per (split, band) for the profile of ``params['synthetic']``."""
+    syn = params.get("synthetic") or {}
+    profile = syn.get("profile", "default") or "default"
+    if profile not in PROFILES:
+        raise ValueError(f"synthetic.profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if profile == "large":
+        return dict(OFFICIAL_COUNTS)
+    counts = {}
+    for split, key, default in (("train", "train_scenes_per_band", 48), ("test", "test_scenes_per_band", 8)):
+        n = int(syn.get(key, default))
+        if n < 0:
+            raise ValueError(f"synthetic.{key} must be >= 0, got {n}")
+        for band in BANDS:
+            counts[(split, band)] = n
+    return counts
+
+
+def scene_plan(params: dict) -> list[tuple[str, str, str, int]]:
+    """``(split, band, name, seed)`` of every scene, numbered like the real archive:
+    train RED, train NIR, test RED, test NIR, from imgset0000."""
+    counts = scene_counts(params)
+    plan, index = [], 0
+    for split in SPLITS:
+        for band in BANDS:
+            for _ in range(counts[(split, band)]):
+                name = f"imgset{index:04d}"
+                plan.append((split, band, name, derive_seed(params, "synthetic", split, band, name)))
+                index += 1
+    return plan
+
+
+# --------------------------------------------------------------------------- random fields
+
+@lru_cache(maxsize=8)
+def _radial_freq(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    return fy, fx, np.hypot(fy, fx)
+
+
+def _field(rng: np.random.Generator, shape: tuple[int, int], beta: float | None = None,
+           sigma: float | None = None) -> np.ndarray:
+    """Periodic Gaussian random field with unit sd: power spectrum f^-beta, or white noise smoothed
+    by a Gaussian of ``sigma`` pixels."""
+    _, _, f = _radial_freq(tuple(shape))
+    spectrum = scipy.fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
+    if beta is not None:
+        amp = np.power(np.maximum(f, 1.0 / max(shape)), -beta / 2.0, dtype=np.float32)
+    else:
+        amp = np.exp(-2.0 * (math.pi * f * sigma) ** 2).astype(np.float32)
+    amp[0, 0] = 0.0
+    out = scipy.fft.irfft2(spectrum * amp, s=shape).astype(np.float64)
+    return out / max(out.std(), 1e-12)
+
+
+def _gaussian_fft(image: np.ndarray, sigma: float) -> np.ndarray:
+    _, _, f = _radial_freq(image.shape)
+    return scipy.fft.irfft2(scipy.fft.rfft2(image) * np.exp(-2.0 * (math.pi * f * sigma) ** 2), s=image.shape)
+
+
+def _path(rng: np.random.Generator, n: int, wiggle: float, smooth: float) -> np.ndarray:
+    """Points (K, 2) of a random smooth path that enters the n×n square on one side and crosses it."""
+    side = rng.integers(4)
+    t = rng.uniform(0.15, 0.85) * n
+    start = [(0.0, t), (t, n - 1.0), (n - 1.0, t), (t, 0.0)][side]
+    heading = [0.0, -0.5 * math.pi, math.pi, 0.5 * math.pi][side] + rng.uniform(-0.6, 0.6)  # (dy, dx) = (cos, sin)
+    step, count = 0.7, int(3.5 * n / 0.7)
+    turns = ndi.gaussian_filter1d(rng.normal(0.0, wiggle, count), smooth)
+    angles = heading + np.cumsum(turns)
+    pts = np.asarray(start) + np.cumsum(step * np.stack([np.cos(angles), np.sin(angles)], 1), axis=0)
+    inside = (pts >= 0).all(1) & (pts <= n - 1).all(1)
+    stop = np.flatnonzero(~inside)
+    return pts[: stop[0]] if len(stop) else pts
+
+
+def _distance_to_paths(paths: list[np.ndarray], n: int) -> np.ndarray:
+    grid = np.ones((n, n), bool)
+    for pts in paths:
+        if len(pts):
+            ij = np.clip(np.rint(pts).astype(int), 0, n - 1)
+            grid[ij[:, 0], ij[:, 1]] = False
+    if grid.all():
+        return np.full((n, n), np.inf)
+    return ndi.distance_transform_edt(grid)
+
+
+def _choice(rng: np.random.Generator, weights: dict, size: int) -> np.ndarray:
+    names = list(weights)
+    p = np.array([weights[k] for k in names], np.float64)
+    idx = rng.choice(len(names), size=size, p=p / p.sum())
+    return np.array([CLASS_NAMES.index(names[i]) for i in idx], np.int64)
+
+
+# --------------------------------------------------------------------------- landscape
+
+def render_landscape(rng: np.random.Generator, settings: dict) -> dict:
+    """Noise-free landscape on the FULL×FULL HR grid, both bands.
+
+    Returns ``red``, ``nir`` (float64 DN), ``labels`` (parcel id per pixel), ``parcel_class``,
+    ``classes`` (class per pixel), ``land`` (1 - water fraction), ``water`` (water fraction),
+    ``biome``, ``contrast``.
+    """
+    n = FULL
+    names = list(BIOMES)
+    weights = np.array([BIOMES[b]["weight"] for b in names])
+    biome_name = names[rng.choice(len(names), p=weights / weights.sum())]
+    biome = BIOMES[biome_name]
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
+    warp = rng.uniform(1.0, 3.0)
+    u = yy + warp * _field(rng, (n, n), sigma=10.0)
+    v = xx + warp * _field(rng, (n, n), sigma=10.0)
+
+    # Land-use zones: fields where a smooth field is below its field_share quantile.
+    zone = _field(rng, (n, n), sigma=rng.uniform(30, 70))
+    share = float(np.clip(biome["field_share"] + rng.normal(0, 0.1), 0.0, 1.0))
+    fields = zone < np.quantile(zone, share) if share > 0 else np.zeros((n, n), bool)
+
+    # Field parcels: a rotated brick grid with random offsets per row.
+    theta = rng.uniform(0, 0.5 * math.pi)
+    a = rng.uniform(*biome["field_size"])
+    b = a * rng.uniform(0.6, 2.2)
+    p = u * math.cos(theta) + v * math.sin(theta)
+    q = -u * math.sin(theta) + v * math.cos(theta)
+    row = np.floor(p / a).astype(np.int64)
+    row -= row.min()
+    offsets = rng.uniform(0, b, row.max() + 1)
+    col = np.floor((q + offsets[row]) / b).astype(np.int64)
+    col -= col.min()
+    field_id = row * (col.max() + 1) + col
+
+    # Natural areas: patches of classes from quantiles of a smooth multi-scale field (so that
+    # forests, grass and shrubs cluster and grade into each other along the field).
+    nat_names = list(biome["natural"])
+    nat_w = np.array([biome["natural"][c] for c in nat_names], np.float64)
+    nat_w = nat_w * rng.uniform(0.3, 1.7, len(nat_w))
+    g = _field(rng, (n, n), beta=rng.uniform(3.0, 3.8)) + 0.25 * _field(rng, (n, n), sigma=2.0)
+    cuts = np.quantile(g, np.cumsum(nat_w)[:-1] / nat_w.sum())
+    nat_class = np.array([CLASS_NAMES.index(c) for c in nat_names])[np.searchsorted(cuts, g)]
+    nat_id = np.zeros((n, n), np.int64)
+    next_id = 0
+    for c in np.unique(nat_class):  # every connected patch of one class is one 'parcel'
+        comp, k = ndi.label(nat_class == c)
+        nat_id[comp > 0] = comp[comp > 0] + next_id
+        next_id += k + 1
+
+    combined = np.where(fields, field_id, field_id.max() + 1 + nat_id)
+    uniq, labels = np.unique(combined, return_inverse=True)
+    labels = labels.reshape(n, n)
+    count = len(uniq)
+    is_field = uniq <= field_id.max()
+    parcel_class = _choice(rng, biome["field"], count)
+    # class of a natural patch: the class under its pixels (all the same)
+    nat_of_label = np.zeros(count, np.int64)
+    nat_mask = ~fields
+    nat_of_label[labels[nat_mask]] = nat_class[nat_mask]
+    parcel_class = np.where(is_field, parcel_class, nat_of_label)
+    # Scene contrast (the main driver of how hard the scene is): it scales the relative variations
+    # (parcel spread, texture, regional modulation); the class levels are only mildly compressed
+    # (class_contrast), so the RED/NIR physics of each class holds. Water, towns and roads drawn
+    # below keep their physical levels.
+    z = float(np.clip(rng.normal(), -3.0, 3.0))
+    contrast = {b: settings["contrast_median"][b] * math.exp(settings["contrast_sigma"][b] * z) for b in BANDS}
+    table = CLASS_TABLE[parcel_class]
+    spread = rng.uniform(0.4, 1.0)
+    bright = spread * table[:, 2] * rng.standard_normal(count)
+    vigour = spread * table[:, 4] * rng.standard_normal(count)
+    # Fields of one region differ less than their classes' nominal levels (shared soil, season).
+    field_contrast = rng.uniform(0.3, 0.8)
+    levels = {}
+    for col, b in ((0, "RED"), (1, "NIR")):
+        level = table[:, col].copy()
+        if is_field.any():
+            m = level[is_field].mean()
+            level[is_field] = m + field_contrast * (level[is_field] - m)
+        m = level.mean()
+        level = m + settings["class_contrast"][b] * math.exp(settings["class_contrast_sigma"] * z) * (level - m)
+        sign = -0.08 if b == "RED" else 0.08
+        levels[b] = level * (1.0 + contrast[b] * (bright + sign * vigour))
+    # Natural patches grade into each other (ecotones); field edges stay sharp.
+    soft = rng.uniform(*settings["ecotone"])
+    base = {b: np.where(fields, levels[b][labels], _gaussian_fft(levels[b][labels], soft)) for b in BANDS}
+
+    classes = parcel_class[labels]
+    tex_sd = CLASS_TABLE[classes, 3]
+    veg = CLASS_TABLE[classes, 4]
+    beta = rng.uniform(*settings["texture_beta"])
+    t_bright = _field(rng, (n, n), beta=beta)
+    t_vig = _field(rng, (n, n), beta=beta)
+    regional = rng.uniform(*settings["regional"]) * _field(rng, (n, n), beta=rng.uniform(3.5, 4.5))
+    g_red = settings["texture_gain"]["RED"] * contrast["RED"]
+    g_nir = settings["texture_gain"]["NIR"] * contrast["NIR"]
+    red = base["RED"] * (1.0 + contrast["RED"] * regional + g_red * tex_sd * (t_bright - 0.7 * veg * t_vig))
+    nir = base["NIR"] * (1.0 + contrast["NIR"] * regional + g_nir * tex_sd * (t_bright + 0.8 * veg * t_vig))
+
+    # Towns: small blobs, mostly in field zones, strongly textured.
+    town_cover = biome["towns"] * rng.uniform(0.0, 2.0)
+    if town_cover > 0.001:
+        tz = _field(rng, (n, n), sigma=rng.uniform(3, 7)) - 0.8 * (~fields)
+        town = np.clip((tz - np.quantile(tz, 1 - town_cover)) / 0.3, 0, 1)
+        town_tex = 1.0 + 0.18 * _field(rng, (n, n), sigma=0.6)
+        tr, tn = CLASSES["town"][:2]
+        red = red * (1 - town) + town * tr * town_tex
+        nir = nir * (1 - town) + town * tn * town_tex
+        classes = np.where(town > 0.5, CLASS_NAMES.index("town"), classes)
+
+    # Roads: thin, nearly straight lines of low contrast (a road is narrower than a 100 m pixel).
+    roads = [_path(rng, n, 0.01, 40.0) for _ in range(rng.integers(biome["roads"][0], biome["roads"][1] + 1))]
+    if roads:
+        road = np.clip(0.75 - _distance_to_paths(roads, n), 0, 1) * rng.uniform(0.3, 0.6)
+        red = red * (1 - road) + road * ROAD[0]
+        nir = nir * (1 - road) + road * ROAD[1]
+
+    # Relief: hill shading from a smooth power-law height field.
+    height = _field(rng, (n, n), beta=4.0)
+    gy, gx = np.gradient(height)
+    az = rng.uniform(0, 2 * math.pi)
+    slope = gy * math.cos(az) + gx * math.sin(az)
+    shade = 1.0 + biome["relief"] * rng.uniform(0.3, 1.5) * slope / max(slope.std(), 1e-12)
+    red, nir = red * shade, nir * shade
+
+    # Water: lakes (thresholded smooth noise) and meandering rivers with riparian vegetation.
+    water = np.zeros((n, n))
+    lake_cover = biome["lakes"] * rng.uniform(0.0, 2.0)
+    if lake_cover > 0.001:
+        lz = _field(rng, (n, n), sigma=rng.uniform(4, 14))
+        water = np.clip((lz - np.quantile(lz, 1 - lake_cover)) / 0.15, 0, 1)
+    rivers = [_path(rng, n, 0.08, 6.0) for _ in range(rng.integers(biome["rivers"][0], biome["rivers"][1] + 1))]
+    if rivers:
+        dist = _distance_to_paths(rivers, n)
+        width = rng.uniform(0.5, 3.0)
+        water = np.maximum(water, np.clip(width / 2 + 0.5 - dist, 0, 1))
+        riparian = np.clip(1.0 - (dist - width / 2) / rng.uniform(2, 5), 0, 1) * (1 - water) * 0.5
+        red = red * (1 - riparian) + riparian * CLASSES["forest"][0]
+        nir = nir * (1 - riparian) + riparian * CLASSES["forest"][1]
+    if water.any():
+        turbid = rng.uniform(0, 0.8)
+        wr = (1 - turbid) * CLASSES["water"][0] + turbid * CLASSES["turbid"][0]
+        wn = (1 - turbid) * CLASSES["water"][1] + turbid * CLASSES["turbid"][1]
+        wtex = 1.0 + 0.03 * _field(rng, (n, n), sigma=4.0)
+        red = red * (1 - water) + water * wr * wtex
+        nir = nir * (1 - water) + water * wn * wtex
+        classes = np.where(water > 0.5, CLASS_NAMES.index("water"), classes)
+
+    # Atmosphere: an additive RED level and a NIR gain per scene.
+    red = red + rng.uniform(*settings["red_offset"])
+    nir = nir * rng.uniform(*settings["nir_gain"])
+    return dict(red=np.maximum(red, 300.0), nir=np.maximum(nir, 200.0), labels=labels,
+                parcel_class=parcel_class, classes=classes, water=water, land=1.0 - water,
+                biome=biome_name, contrast=contrast)
+
+
+# --------------------------------------------------------------------------- sensor
+
+def _render_frame(image: np.ndarray, sigma: float, dy: float, dx: float) -> np.ndarray:
+    """The FULL×FULL HR-grid image seen by an LR frame: shifted by (dy, dx) LR pixels, blurred by a
+    Gaussian PSF of ``sigma`` HR pixels (both exact in Fourier), cropped and averaged 3×3."""
+    fy, fx, _ = _radial_freq(image.shape)
+    # Gaussian and shift are both separable: an outer product of two 1-D transfer functions.
+    ty = np.exp(-2.0 * (math.pi * fy * sigma) ** 2 - 2j * math.pi * fy * SCALE * dy)
+    tx = np.exp(-2.0 * (math.pi * fx * sigma) ** 2 - 2j * math.pi * fx * SCALE * dx)
+    transfer = ty * tx
+    out = scipy.fft.irfft2(scipy.fft.rfft2(image) * transfer, s=image.shape)[MARGIN:MARGIN + HR_SIZE,
+                                                                             MARGIN:MARGIN + HR_SIZE]
+    return out.reshape(LR_SIZE, SCALE, LR_SIZE, SCALE).mean(axis=(1, 3))
+
+
+def _quantise(values: np.ndarray) -> np.ndarray:
+    return (np.clip(np.rint(values / QUANTUM), 0, MAX_VALUE // QUANTUM) * QUANTUM).astype(np.uint16)
+
+
+def _clouds(rng: np.random.Generator, shape: tuple[int, int], cover: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud opacity (0..1) covering about ``cover`` of the image and a brightness texture (0..1)."""
+    base = _field(rng, shape, sigma=scale) + 0.35 * _field(rng, shape, sigma=max(scale / 3, 0.7))
+    thr = np.quantile(base, 1 - cover)
+    soft = rng.uniform(0.15, 0.6)
+    alpha = np.clip((base - thr) / soft, 0, 1) ** 0.8
+    texture = np.clip((base - thr) / (base.max() - thr + 1e-9), 0, 1)
+    return alpha, texture
+
+
+def _cloud_cover(rng: np.random.Generator, settings: dict) -> float:
+    r = rng.uniform()
+    if r < settings["clear_frame_prob"]:
+        return 0.0
+    if r < settings["clear_frame_prob"] + settings["light_cloud_prob"]:
+        return rng.uniform(0.002, 0.1)
+    return rng.uniform(0.1, 0.4)
+
+
+def _frame_count(rng: np.random.Generator, settings: dict) -> int:
+    lo, hi, mean = settings["min_frames"], settings["max_frames"], settings["mean_frames"]
+    if hi == lo:
+        return lo
+    m = float(np.clip((mean - lo) / (hi - lo), 0.02, 0.98))
+    conc = 5.0
+    return lo + int(round(rng.beta(m * conc, (1 - m) * conc) * (hi - lo)))
+
+
+def _acquisition_days(rng: np.random.Generator, count: int, settings: dict) -> tuple[np.ndarray, bool]:
+    window = int(settings["window_days"])
+    start = int(rng.integers(-window, 1))
+    choices = np.arange(start, start + window + 1)
+    days = rng.choice(choices, size=count, replace=count > len(choices))
+    close = bool(rng.uniform() < settings["close_frame_prob"])
+    if close:
+        days[np.argmin(np.abs(days))] = 0
+    else:
+        days = np.where(days == 0, rng.choice([-1, 1]), days)
+    return np.sort(days), close
+
+
+def _shifts(rng: np.random.Generator, count: int, settings: dict) -> np.ndarray:
+    common = rng.normal(0, settings["shift_scene_sigma"], 2)
+    shifts = common + rng.normal(0, settings["shift_sigma"], (count, 2))
+    outliers = rng.uniform(size=count) < settings["shift_outlier_prob"]
+    shifts[outliers] = rng.normal(0, settings["shift_outlier_sigma"], (int(outliers.sum()), 2))
+    return np.clip(shifts, -settings["max_shift"], settings["max_shift"])
+
+
+def _swath_edge(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """No-data region beyond a slightly curved swath edge, covering 2–30% of the frame."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] / shape[0] - 0.5
+    ang = rng.uniform(0, 2 * math.pi)
+    s = yy * math.cos(ang) + xx * math.sin(ang)
+    t = -yy * math.sin(ang) + xx * math.cos(ang)
+    s = s + rng.uniform(-1.5, 1.5) * t * t
+    return s > np.quantile(s, 1 - rng.uniform(0.02, 0.3))
+
+
+def _add_clouds(rng, ground, cover, settings, shape, scale, sun):
+    """Clouds and shadows over ``ground``; returns (values, cloud alpha, shadow alpha, cloud texture)."""
+    alpha, texture = _clouds(rng, shape, cover, scale)
+    height = rng.uniform(0.5, 2.0)
+    shadow = ndi.shift(alpha, (sun[0] * height, sun[1] * height), order=1, mode="constant", cval=0.0)
+    darkening = rng.uniform(*settings["shadow_darkening"])
+    bright = rng.uniform(*settings["cloud_brightness"])
+    values = ground * (1 - darkening * shadow * (1 - alpha))
+    cloud_value = bright * (0.7 + 0.3 * texture)
+    values = values * (1 - alpha) + alpha * np.maximum(cloud_value, values)
+    return values, alpha, shadow
+
+
+def _frame_mask(rng, alpha, shadow, settings, conservative=False):
+    """Quality mask (true = clear) with imperfect edges: the thinnest cloud edges are missed, the
+    mask is randomly dilated or eroded (cores always stay masked), shadows are usually flagged.
+    ``conservative`` (the HR's SM): shadows always flagged and the mask dilated by 2 pixels."""
+    cloud = alpha > rng.uniform(0.02, 0.12)
+    if conservative or rng.uniform() < settings["shadow_mask_prob"]:
+        cloud |= shadow > rng.uniform(0.2, 0.5)
+    r = rng.uniform()
+    if conservative or r < 0.5:
+        cloud = ndi.binary_dilation(cloud, iterations=2 if conservative else 1)
+    elif r < 0.65:
+        cloud = ndi.binary_erosion(cloud, iterations=1) | (alpha > 0.3)
+    return ~cloud
+
+
+# --------------------------------------------------------------------------- one scene
+
+def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, settings: dict) -> tuple[Scene, dict]:
+    """One synthetic scene and its truth.
+
+    Returns ``(scene, truth)``: ``scene`` as read from the archive (test scenes without ``hr``;
+    ``norm`` set to the official baseline's cPSNR against the simulated HR), ``truth`` a dict with
+    ``hr``/``sm`` (also for test scenes), ``frames`` (one dict per frame: dy, dx, gain, offset,
+    days, clearance, cloud_cover, nodata, psf_sigma), ``landscape`` (noise-free both bands on the
+    384×384 grid: ``red``, ``nir``, ``classes``) and scene-level facts.
+    """
+    from probav.metrics.score import shifted_cpsnr
+    from probav.models.baseline import baseline_sr
+
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    land = render_landscape(rng, settings)
+    ground = land["red"] if band == "RED" else land["nir"]
+    crop = (slice(MARGIN, MARGIN + HR_SIZE),) * 2
+    mean_level = float(ground[crop].mean())
+    sun = rng.uniform(1.0, 4.0) * np.array([math.cos(a := rng.uniform(0, 2 * math.pi)), math.sin(a)])
+
+    # Persistent flag of water (some real scenes mask rivers and lakes in every QM and the SM).
+    water_hr = land["water"][crop]
+    water_flagged = bool(rng.uniform() < settings["water_flag_prob"] and 0.002 < (water_hr > 0.5).mean() < 0.15)
+
+    # ---- HR (day 0)
+    hr_vals = _gaussian_fft(ground, rng.uniform(*settings["hr_blur"]))[crop]
+    hr_noise = rng.uniform(*settings["hr_read_noise"])
+    hr_vals = hr_vals + rng.standard_normal(hr_vals.shape) * np.sqrt(hr_noise ** 2 + 0.5 * settings["shot_noise"] ** 2
+                                                                     * np.maximum(hr_vals, 0))
+    persistent_hr = ndi.binary_dilation(water_hr > 0.3, iterations=1) if water_flagged else np.zeros_like(water_hr, bool)
+    hr_final, sm = hr_vals, ~persistent_hr
+    if rng.uniform() < settings["hr_cloud_prob"]:
+        for attempt in range(10):
+            cover = rng.uniform(0.005, settings["hr_max_cloud"]) * 0.7 ** attempt
+            vals, alpha, shadow = _add_clouds(rng, hr_vals, cover, settings, (HR_SIZE, HR_SIZE),
+                                              rng.uniform(6, 60), sun * SCALE)
+            mask = _frame_mask(rng, alpha, shadow, settings, conservative=True) & ~persistent_hr
+            if mask.mean() >= settings["min_hr_clearance"]:
+                hr_final, sm = vals, mask
+                break
+    if sm.mean() < settings["min_hr_clearance"]:  # only a huge flagged water body could do this
+        water_flagged, persistent_hr, sm = False, np.zeros_like(sm), np.ones_like(sm)
+    hr = _quantise(hr_final)
+
+    # ---- LR frames
+    count = _frame_count(rng, settings)
+    days, close = _acquisition_days(rng, count, settings)
+    shifts = _shifts(rng, count, settings)
+    psf = rng.uniform(*settings["psf_sigma"])
+    rate = (BIOMES[land["biome"]]["change"] * settings["change_band"][band]
+            * math.exp(rng.normal(0, settings["change_sigma"])))
+    labels, weight = land["labels"], land["land"]
+    n_parcels = len(land["parcel_class"])
+    veg = CLASS_TABLE[land["parcel_class"], 4]
+    sign = -1.0 if band == "RED" else 1.0
+    # Trend per parcel: vegetation growth/senescence (opposite in RED and NIR) plus brightness.
+    trend = rate * settings["change_trend"] * (sign * veg * rng.standard_normal(n_parcels)
+                                                + 0.5 * rng.standard_normal(n_parcels))
+    trend_field = rate * settings["change_field"] * _field(rng, (LR_SIZE, LR_SIZE), sigma=rng.uniform(8, 25))
+    water_lr_full = land["water"] if water_flagged else None
+
+    lr = np.empty((count, LR_SIZE, LR_SIZE), np.uint16)
+    qm = np.empty((count, LR_SIZE, LR_SIZE), bool)
+    frames = []
+    for i in range(count):
+        d = float(days[i])
+        step = math.sqrt(abs(d) / settings["window_days"])
+        jitter = rate * settings["change_jitter"] * step * rng.standard_normal(n_parcels)
+        change = (d / settings["window_days"]) * trend + jitter
+        truth_i = ground * (1.0 + change[labels] * weight)
+        dy, dx = float(shifts[i, 0]), float(shifts[i, 1])
+        sigma_i = psf * rng.uniform(0.95, 1.05)
+        vals = _render_frame(truth_i, sigma_i, dy, dx)
+        smooth = (d / settings["window_days"]) * trend_field + rate * settings["change_field"] * step * _field(
+            rng, (LR_SIZE, LR_SIZE), sigma=rng.uniform(6, 20))
+        vals = vals * (1.0 + smooth)
+        gain = float(rng.normal(1.0, settings["gain_sigma"]))
+        offset = float(rng.normal(0.0, settings["offset_sigma"] * mean_level))
+        haze = settings["haze"] * mean_level * rng.uniform(0, 1) * _field(rng, (LR_SIZE, LR_SIZE),
+                                                                            sigma=rng.uniform(15, 40))
+        vals = gain * vals + offset + haze
+        if rng.uniform() < settings["stripe_prob"]:
+            stripes = ndi.gaussian_filter(rng.standard_normal((LR_SIZE, LR_SIZE)), (0.4, rng.uniform(6, 25)),
+                                          mode="wrap")
+            vals = vals * (1.0 + rng.uniform(*settings["stripe_amplitude"]) * stripes / max(stripes.std(), 1e-12))
+        vals = np.maximum(vals, 0.0)
+        vals = vals + rng.standard_normal(vals.shape) * np.sqrt(rng.uniform(*settings["read_noise"]) ** 2
+                                                                + settings["shot_noise"] ** 2 * vals)
+
+        persistent = np.zeros((LR_SIZE, LR_SIZE), bool)
+        if water_flagged:
+            persistent = ndi.binary_dilation(_render_frame(water_lr_full, sigma_i, dy, dx) > 0.25, iterations=1)
+        cover = _cloud_cover(rng, settings)
+        final, mask, alpha = vals, ~persistent, np.zeros_like(vals)
+        for attempt in range(10):
+            if cover <= 0:
+                break
+            c = cover * 0.7 ** attempt
+            v2, a2, s2 = _add_clouds(rng, vals, c, settings, (LR_SIZE, LR_SIZE),
+                                     math.exp(rng.uniform(math.log(1.5), math.log(25))), sun)
+            m2 = _frame_mask(rng, a2, s2, settings) & ~persistent
+            if m2.mean() >= settings["min_frame_clearance"]:
+                final, mask, alpha = v2, m2, a2
+                break
+        nodata = np.zeros((LR_SIZE, LR_SIZE), bool)
+        if rng.uniform() < settings["swath_prob"]:
+            edge = _swath_edge(rng, (LR_SIZE, LR_SIZE))
+            if (mask & ~edge).mean() >= settings["min_frame_clearance"]:
+                nodata |= edge
+        if alpha.any() and rng.uniform() < settings["cloud_nodata_prob"]:
+            blob = _field(rng, (LR_SIZE, LR_SIZE), sigma=3.0) > 0.5
+            nodata |= blob & (alpha > 0.9) & ~mask
+        frame = _quantise(final)
+        frame[nodata] = NO_DATA
+        mask = mask & ~nodata
+        lr[i], qm[i] = frame, mask
+        frames.append(dict(frame=i, dy=dy, dx=dx, gain=gain, offset=offset, days=int(d),
+                           clearance=float(mask.mean()), cloud_cover=float((alpha > 0.05).mean()),
+                           nodata=int(nodata.sum()), psf_sigma=sigma_i))
+
+    norm = shifted_cpsnr(to_uint16(baseline_sr(lr, qm)), hr, sm)
+    scene = Scene(name=name, band=band, split=split, lr=lr, qm=qm,
+                  hr=hr if split == "train" else None, sm=sm, norm=float(norm))
+    truth = dict(name=name, band=band, split=split, biome=land["biome"], contrast=land["contrast"][band],
+                 change_rate=rate, close_frame=close, water_flagged=water_flagged, hr=hr, sm=sm,
+                 norm=float(norm), frames=frames,
+                 landscape=dict(red=land["red"][crop], nir=land["nir"][crop], classes=land["classes"][crop],
+                                class_names=CLASS_NAMES))
+    return scene, truth
+
+
+# --------------------------------------------------------------------------- the archive
+
+def _job(job: tuple) -> dict:
+    split, band, name, seed, settings, root = job
+    scene, truth = simulate_scene(np.random.default_rng(seed), band, name, split, settings)
+    write_scene(scene, root)
+    if split == "test":
+        hidden = Path(root) / "synthetic" / "test_hr" / name
+        hidden.mkdir(parents=True, exist_ok=True)
+        write_png(hidden / "HR.png", truth["hr"])
+        write_png(hidden / "SM.png", truth["sm"])
+    rows = [dict(name=name, band=band, split=split, **f) for f in truth["frames"]]
+    summary = dict(name=name, band=band, split=split, biome=truth["biome"], frames=scene.frames,
+                   norm=scene.norm, hr_clearance=float(truth["sm"].mean()),
+                   mean_clearance=float(scene.clearance.mean()), contrast=truth["contrast"],
+                   change_rate=truth["change_rate"], close_frame=truth["close_frame"],
+                   water_flagged=truth["water_flagged"])
+    return dict(rows=rows, scene=summary)
+
+
+def _pool_context():
+    """'fork' where available (fast, and works from scripts without a ``__main__`` guard), but
+    'spawn' once TensorFlow is loaded: forking a process that runs TensorFlow's threads can hang."""
+    import sys
+
+    if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def generate(root: os.PathLike | str, params: dict, progress: bool = True) -> None:
+    """Write a synthetic archive under ``root`` (official layout + ``root/synthetic/``).
+
+    ``root`` must be new or empty. Sizes come from ``params['synthetic']`` (``profile``,
+    ``train_scenes_per_band``, ``test_scenes_per_band``, ``min/max/mean_frames``), seeds from the
+    root ``seed``; ``synthetic.workers`` processes simulate scenes in parallel (the output does not
+    depend on their number); ``progress`` shows a tqdm bar on stderr.
+    """
+    from tqdm import tqdm
+
+    root = Path(root)
+    settings = resolve_settings(params)
+    plan = scene_plan(params)
+    workers = max(1, int((params.get("synthetic") or {}).get("workers", 1) or 1))
+    workers = min(workers, max(1, len(plan)))
+    if root.is_dir() and any(root.iterdir()):
+        raise FileExistsError(f"{root}: not empty; the simulator writes a whole archive into an empty "
+                              f"(or new) folder, so stale scenes never mix with new ones")
+    root.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:  # the layout exists even for an empty split
+        for band in BANDS:
+            (root / split / band).mkdir(parents=True, exist_ok=True)
+    jobs = [(split, band, name, seed, settings, str(root)) for split, band, name, seed in plan]
+    results = []
+    with tqdm(total=len(jobs), disable=not progress, desc="synthetic scenes", unit="scene") as bar:
+        if workers == 1:
+            for job in jobs:
+                results.append(_job(job))
+                bar.update()
+        else:
+            with _pool_context().Pool(workers) as pool:
+                for result in pool.imap(_job, jobs, chunksize=1):
+                    results.append(result)
+                    bar.update()
+
+    write_norm(root / "norm.csv", {r["scene"]["name"]: r["scene"]["norm"] for r in results})
+    meta = root / "synthetic"
+    meta.mkdir(exist_ok=True)
+    with (meta / "shifts.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, SHIFT_COLUMNS)
+        writer.writeheader()
+        for r in results:
+            for row in r["rows"]:
+                writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+    with (meta / "scenes.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, SCENE_COLUMNS)
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r["scene"].items()})
+    syn = params.get("synthetic") or {}
+    info = dict(version=VERSION, seed=params.get("seed", 0), profile=syn.get("profile", "default"),
+                counts={f"{s}/{b}": c for (s, b), c in scene_counts(params).items()},
+                shift_convention="a feature at LR position p of the HR grid appears at p + (dy, dx) in the frame",
+                settings=settings, classes=CLASSES, biomes=BIOMES)
+    (meta / "settings.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+
+
+def read_truth(root: os.PathLike | str) -> dict[str, list[dict]]:
+    """``synthetic/shifts.csv`` as {scene name: [frame rows]} with numbers parsed."""
+    out: dict[str, list[dict]] = {}
+    with (Path(root) / "synthetic" / "shifts.csv").open() as f:
+        for row in csv.DictReader(f):
+            for k in ("dy", "dx", "gain", "offset", "clearance", "cloud_cover", "psf_sigma"):
+                row[k] = float(row[k])
+            for k in ("frame", "days", "nodata"):
+                row[k] = int(row[k])
+            out.setdefault(row["name"], []).append(row)
+    return out
+
+
+# --------------------------------------------------------------------------- statistics
+
+HIST_EDGES = np.concatenate([np.arange(0, 20000, 250), [20000, 30000, NO_DATA, 65536]]).astype(np.float64)
+SPECTRUM_BINS = 16
+
+
+def radial_spectrum(image: np.ndarray, bins: int = SPECTRUM_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum (Hann-windowed, mean removed): (frequencies in cycles per
+    pixel, power) over ``bins`` rings up to 0.5."""
+    img = np.asarray(image, np.float64)
+    img = img - img.mean()
+    window = np.outer(np.hanning(img.shape[0]), np.hanning(img.shape[1]))
+    power = np.abs(np.fft.fft2(img * window)) ** 2 / img.size
+    fy = np.fft.fftfreq(img.shape[0])[:, None]
+    fx = np.fft.fftfreq(img.shape[1])[None, :]
+    r = np.hypot(fy, fx).ravel()
+    edges = np.linspace(0, 0.5, bins + 1)
+    idx = np.digitize(r, edges) - 1
+    ok = (idx >= 0) & (idx < bins)
+    sums = np.bincount(idx[ok], power.ravel()[ok], bins)
+    counts = np.maximum(np.bincount(idx[ok], minlength=bins), 1)
+    return 0.5 * (edges[1:] + edges[:-1]), sums / counts
+
+
+def _spectral_slope(freq: np.ndarray, power: np.ndarray) -> float:
+    ok = (freq > 0.05) & (power > 0)
+    return float(np.polyfit(np.log10(freq[ok]), np.log10(power[ok]), 1)[0]) if ok.sum() >= 2 else float("nan")
+
+
+def statistics(root: os.PathLike | str, max_scenes: int | None = None) -> dict:
+    """Per band: value histograms (clear LR pixels, clear HR pixels) on ``HIST_EDGES``, radially
+    averaged power spectra of fully clear frames and of HR images, frame counts, clearances, and a
+    few summary numbers (see ``summarize``). Reads up to ``max_scenes`` scenes per band."""
+    root = Path(root)
+    norms = read_norm(root / "norm.csv") if (root / "norm.csv").is_file() else {}
+    out = {}
+    for band in BANDS:
+        dirs = [d for split in SPLITS for d in scene_dirs(root, split) if d.parent.name == band]
+        dirs = dirs[:max_scenes] if max_scenes is not None else dirs
+        lr_hist = np.zeros(len(HIST_EDGES) - 1)
+        hr_hist = np.zeros(len(HIST_EDGES) - 1)
+        lr_spec, hr_spec, frames, clearance, hr_clear = [], [], [], [], []
+        lr_sample, hr_sample = [], []
+        masked_max, nodata_frames, nodata_unmasked, norm_values = [], 0, 0, []
+        freq_lr = freq_hr = None
+        for d in dirs:
+            scene = read_scene(d, require_hr=False)
+            frames.append(scene.frames)
+            clearance.extend(scene.clearance.tolist())
+            if scene.name in norms:
+                norm_values.append(norms[scene.name])
+            clear_values = scene.lr[scene.qm]
+            lr_hist += np.histogram(clear_values, HIST_EDGES)[0]
+            lr_sample.append(clear_values[::17])
+            nod = scene.lr == NO_DATA
+            nodata_frames += int(nod.reshape(scene.frames, -1).any(1).sum())
+            nodata_unmasked += int((nod & scene.qm).sum())
+            masked = scene.lr[~scene.qm & ~nod]
+            if masked.size:
+                masked_max.append(int(masked.max()))
+            for i in np.flatnonzero(scene.clearance >= 0.999):
+                freq_lr, p = radial_spectrum(scene.lr[i])
+                lr_spec.append(p)
+            if scene.sm is not None:
+                hr_clear.append(float(scene.sm.mean()))
+            if scene.hr is not None:
+                hr_hist += np.histogram(scene.hr[scene.sm], HIST_EDGES)[0]
+                hr_sample.append(scene.hr[scene.sm][::31])
+                if scene.sm.mean() >= 0.999:
+                    freq_hr, p = radial_spectrum(scene.hr)
+                    hr_spec.append(p)
+        out[band] = dict(
+            scenes=len(dirs), frames=np.array(frames), clearance=np.array(clearance), hr_clearance=np.array(hr_clear),
+            norms=np.array(norm_values), hist_edges=HIST_EDGES, lr_hist=lr_hist, hr_hist=hr_hist,
+            lr_values=np.concatenate(lr_sample) if lr_sample else np.zeros(0),
+            hr_values=np.concatenate(hr_sample) if hr_sample else np.zeros(0),
+            lr_spectrum=(freq_lr, np.mean(lr_spec, 0)) if lr_spec else None,
+            hr_spectrum=(freq_hr, np.mean(hr_spec, 0)) if hr_spec else None,
+            masked_max=int(max(masked_max)) if masked_max else None,
+            nodata_frames=nodata_frames, nodata_unmasked=nodata_unmasked)
+    return out
+
+
+def summarize(stats: dict) -> dict:
+    """A few comparable numbers per band from ``statistics``."""
+    out = {}
+    for band, s in stats.items():
+        def pct(x):
+            return [float(v) for v in np.percentile(x, [1, 50, 99])] if len(x) else None
+        out[band] = dict(
+            scenes=s["scenes"],
+            frames_mean=float(s["frames"].mean()) if len(s["frames"]) else None,
+            frames_range=[int(s["frames"].min()), int(s["frames"].max())] if len(s["frames"]) else None,
+            clearance_mean=float(s["clearance"].mean()) if len(s["clearance"]) else None,
+            fully_clear_frames=float((s["clearance"] >= 0.999).mean()) if len(s["clearance"]) else None,
+            hr_clearance_mean=float(s["hr_clearance"].mean()) if len(s["hr_clearance"]) else None,
+            lr_p1_p50_p99=pct(s["lr_values"]), hr_p1_p50_p99=pct(s["hr_values"]),
+            lr_slope=_spectral_slope(*s["lr_spectrum"]) if s["lr_spectrum"] else None,
+            hr_slope=_spectral_slope(*s["hr_spectrum"]) if s["hr_spectrum"] else None,
+            lr_log10_power_at_0_45=float(np.log10(s["lr_spectrum"][1][-2])) if s["lr_spectrum"] else None,
+            hr_log10_power_at_0_45=float(np.log10(s["hr_spectrum"][1][-2])) if s["hr_spectrum"] else None,
+            masked_max=s["masked_max"], nodata_frames=s["nodata_frames"], nodata_unmasked=s["nodata_unmasked"],
+            norm_mean=float(s["norms"].mean()) if len(s["norms"]) else None,
+            norm_sd=float(s["norms"].std()) if len(s["norms"]) else None,
+        )
+    return out
+
+
+def official_norm_by_band(norms: dict[str, float]) -> dict[str, np.ndarray] | None:
+    """The official norm.csv (1450 rows) split by band using the archive's numbering; None otherwise."""
+    if len(norms) != 1450:
+        return None
+    red = [v for k, v in norms.items() if int(k[6:]) < 594 or 1160 <= int(k[6:]) < 1306]
+    nir = [v for k, v in norms.items() if 594 <= int(k[6:]) < 1160 or int(k[6:]) >= 1306]
+    return {"RED": np.array(red), "NIR": np.array(nir)}
+
+
+def compare_with_real(synthetic_root: os.PathLike | str, real_root: os.PathLike | str,
+                      max_scenes: int | None = None) -> dict:
+    """``{"synthetic": summarize(...), "real": summarize(...), "real_norm_all": {band: [mean, sd, min, max]}}``."""
+    real_root = Path(real_root)
+    result = {"synthetic": summarize(statistics(synthetic_root, max_scenes)),
+              "real": summarize(statistics(real_root, max_scenes))}
+    if (real_root / "norm.csv").is_file():
+        split = official_norm_by_band(read_norm(real_root / "norm.csv"))
+        if split:
+            result["real_norm_all"] = {b: [float(v.mean()), float(v.std()), float(v.min()), float(v.max())]
+                                       for b, v in split.items()}
+    return result
