@@ -1,0 +1,93 @@
+"""The train/dev split of the usable train scenes (``data/split.csv``: ``name,band,subset``).
+
+The challenge's test HR images are not public, so local evaluation holds out part of train as
+``dev``. The split is stratified by band: in each band, ``round(dev_fraction · n)`` scenes go to
+dev (at least one and at most ``n - 1`` when the band has two scenes or more and the fraction is
+positive). Which ones: the scenes of a band ranked by a hash of (seed, name), the first ones to
+dev. The choice of a scene therefore depends only on the seed, its name and the size of its band,
+not on the row order of ``scenes.csv``. The seed is ``derive_seed(params, "split")``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from probav.params import derive_seed
+from probav.scene import BANDS
+
+SPLIT_COLUMNS = ["name", "band", "subset"]
+
+
+def dev_count(n: int, dev_fraction: float) -> int:
+    """Number of dev scenes among the ``n`` scenes of one band."""
+    if n <= 1 or dev_fraction <= 0:
+        return 0
+    return int(min(max(round(dev_fraction * n), 1), n - 1))
+
+
+def _rank_key(seed: int, name: str) -> bytes:
+    return hashlib.sha256(f"{seed}/{name}".encode()).digest()
+
+
+def usable_train(scenes: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the scene index that can be split: train scenes with status ``ok``."""
+    missing = {"split", "band", "name", "status"} - set(scenes.columns)
+    if missing:
+        raise ValueError(f"scene index lacks the columns {sorted(missing)} "
+                         f"(expected split,band,name,path,frames,mean_clearance,hr_clearance,status,reason)")
+    ok = scenes[(scenes["split"] == "train") & (scenes["status"] == "ok")]
+    return ok.reset_index(drop=True)
+
+
+def split_scenes(scenes: pd.DataFrame, dev_fraction: float, seed: int) -> pd.DataFrame:
+    """``name,band,subset`` for the usable train scenes of the index ``scenes``, rows in index order."""
+    dev_fraction = float(dev_fraction)
+    if not 0.0 <= dev_fraction < 1.0:
+        raise ValueError(f"split.dev_fraction must be in [0, 1), got {dev_fraction}")
+    train = usable_train(scenes)
+    if train.empty:
+        raise ValueError("no usable train scene (status ok) in the scene index: nothing to split")
+    if train["name"].duplicated().any():
+        dup = train.loc[train["name"].duplicated(), "name"].iloc[0]
+        raise ValueError(f"scene {dup} appears twice in the scene index")
+    subset = pd.Series("train", index=train.index, dtype=object)
+    bands = [b for b in BANDS if b in set(train["band"])] + sorted(set(train["band"]) - set(BANDS))
+    for band in bands:
+        rows = train[train["band"] == band]
+        ranked = sorted(rows.index, key=lambda i: _rank_key(seed, str(train.at[i, "name"])))
+        subset.loc[ranked[:dev_count(len(rows), dev_fraction)]] = "dev"
+    return pd.DataFrame({"name": train["name"].astype(str), "band": train["band"].astype(str),
+                         "subset": subset.astype(str)})[SPLIT_COLUMNS]
+
+
+def make_split(scenes_csv: os.PathLike | str, params: dict) -> pd.DataFrame:
+    """The split of the index ``scenes_csv`` with ``params`` (group ``split``, root ``seed``)."""
+    scenes_csv = Path(scenes_csv)
+    if not scenes_csv.is_file():
+        raise FileNotFoundError(f"{scenes_csv}: scene index not found (run the download stage first)")
+    scenes = pd.read_csv(scenes_csv, dtype={"name": str, "band": str, "split": str, "status": str})
+    settings = params.get("split") or {}
+    return split_scenes(scenes, settings.get("dev_fraction", 0.25), derive_seed(params, "split"))
+
+
+def write_split(split: pd.DataFrame, path: os.PathLike | str) -> Path:
+    """Write ``split.csv`` atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    split.reindex(columns=SPLIT_COLUMNS).to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def summary(split: pd.DataFrame) -> str:
+    """One line: scenes per subset and band."""
+    parts = []
+    for sub in ("train", "dev"):
+        rows = split[split["subset"] == sub]
+        per_band = ", ".join(f"{band} {int((rows['band'] == band).sum())}" for band in dict.fromkeys(split["band"]))
+        parts.append(f"{sub} {len(rows)} ({per_band})")
+    return "; ".join(parts)

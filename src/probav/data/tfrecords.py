@@ -1,0 +1,392 @@
+"""Scenes as sharded, GZIP-compressed TFRecords (stage ``tfrecords``), and reading them back.
+
+Files (``docs/architecture.md``): ``<out>/{train,dev,test}-SSSSS-of-NNNNN.tfrecord.gz`` with at most
+``tfrecords.scenes_per_shard`` scenes each (no file for an empty subset), one ``tf.train.Example``
+per scene:
+
+- ``name``, ``band`` bytes; ``frames`` int64; ``norm`` float (float32; NaN when norm.csv lacks the
+  scene); ``has_hr`` int64 (0/1)
+- ``lr`` bytes: T×128×128 uint16 little-endian; ``qm`` bytes: T×128×128 uint8 0/1
+- ``hr`` bytes: 384×384 uint16 little-endian (empty without HR), ``sm`` bytes: 384×384 uint8 0/1
+  (empty without SM.png; official test scenes have an SM.png but no HR.png, and keep their SM)
+
+so the arrays are stored losslessly. ``<out>/meta.json`` holds the counts, shards, bands, frame
+counts and bytes of each subset and statistics of the train subset for normalisation (mean/std of
+the clear LR and HR values per band and overall, in [0, 1] units = uint16/65535). It depends only
+on the data and the parameters (no timings, no absolute paths): the train stage fingerprints it.
+
+Writing reads the PNGs (the cost) in a pool of worker processes (``tfrecords.workers``, spawned);
+the main process serialises (deterministically: protobuf maps are otherwise serialised in a
+varying order) and writes in a fixed order, so the output is byte-identical from run to run and
+whatever the number of workers, into a temporary folder beside ``out`` that replaces ``out`` once
+complete.
+Scene order: dev and test as in ``scenes.csv``; train in a fixed pseudo-random order (a hash of the
+scene name), so that every shard mixes the bands and the training pipeline's shuffle buffer can
+stay small.
+
+TensorFlow is imported only inside the functions that need it, so the worker processes (which only
+read PNGs) start fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from probav.scene import HR_SIZE, LR_SIZE, Scene, read_norm, read_scene
+
+SUBSETS = ("train", "dev", "test")
+COMPRESSION = "GZIP"
+SUFFIX = ".tfrecord.gz"
+META_FILE = "meta.json"
+META_VERSION = 1
+# Below this many scenes, starting worker processes (about 0.5 s each) costs more than it saves.
+POOL_MIN_SCENES = 16
+# zlib level of the GZIP compression. Level 1 makes files about 12% larger than the default level 6
+# on real scenes but compresses about 10× faster; at level 6 compression, not reading PNGs, would
+# be the cost of the build.
+DEFAULT_LEVEL = 1
+
+
+def shard_name(subset: str, index: int, count: int) -> str:
+    """``train-00003-of-00014.tfrecord.gz``."""
+    return f"{subset}-{index:05d}-of-{count:05d}{SUFFIX}"
+
+
+def subset_files(root: os.PathLike | str, subset: str) -> list[str]:
+    """The shard files of one subset in a tfrecords folder, sorted."""
+    return sorted(str(p) for p in Path(root).glob(f"{subset}-*-of-*{SUFFIX}"))
+
+
+tfrecord_files = subset_files
+
+
+# ----------------------------------------------------------------------------- records
+
+def read_scene_arrays(raw_root: os.PathLike | str, path: str, norm: float | None) -> dict:
+    """One scene read from its PNGs (in a worker process): the record's fields and its sums of clear
+    LR/HR values (exact integers: count, sum, sum of squares, uint16 units) for the statistics."""
+    scene = read_scene(Path(raw_root) / path, norm=norm)
+    record = scene_record(scene)
+    clear_lr = scene.lr[scene.qm].astype(np.int64)
+    record["lr_stats"] = (int(clear_lr.size), int(clear_lr.sum()), int(np.dot(clear_lr, clear_lr)))
+    record["hr_stats"] = (0, 0, 0)
+    if scene.has_hr:
+        clear_hr = scene.hr[scene.sm].astype(np.int64)
+        record["hr_stats"] = (int(clear_hr.size), int(clear_hr.sum()), int(np.dot(clear_hr, clear_hr)))
+    return record
+
+
+def scene_record(scene: Scene) -> dict:
+    """The fields of the example of an in-memory scene (arrays as little-endian bytes)."""
+    has_hr = scene.hr is not None
+    return {"name": scene.name, "band": scene.band, "frames": scene.frames,
+            "norm": math.nan if scene.norm is None else float(scene.norm), "has_hr": has_hr,
+            "lr": np.ascontiguousarray(scene.lr, "<u2").tobytes(),
+            "qm": np.ascontiguousarray(scene.qm, np.uint8).tobytes(),
+            "hr": np.ascontiguousarray(scene.hr, "<u2").tobytes() if has_hr else b"",
+            "sm": b"" if scene.sm is None else np.ascontiguousarray(scene.sm, np.uint8).tobytes()}
+
+
+def serialize_record(record: dict) -> bytes:
+    """The serialized ``tf.train.Example`` of a record (``scene_record`` / ``read_scene_arrays``)."""
+    import tensorflow as tf
+
+    def b(value: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def i(value: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    features = {
+        "name": b(record["name"].encode()), "band": b(record["band"].encode()),
+        "frames": i(record["frames"]), "has_hr": i(bool(record["has_hr"])),
+        "norm": tf.train.Feature(float_list=tf.train.FloatList(value=[float(record["norm"])])),
+        "lr": b(record["lr"]), "qm": b(record["qm"]), "hr": b(record["hr"]), "sm": b(record["sm"]),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+
+
+def serialize_scene(scene: Scene) -> bytes:
+    """One in-memory scene as a serialized ``tf.train.Example``."""
+    return serialize_record(scene_record(scene))
+
+
+def write_scenes(scenes: Iterable[Scene], path: os.PathLike | str) -> Path:
+    """Write in-memory scenes into one GZIP TFRecord file (tests, small tools)."""
+    import tensorflow as tf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=COMPRESSION)) as writer:
+        for scene in scenes:
+            writer.write(serialize_scene(scene))
+    return path
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def _train_order(name: str) -> bytes:
+    return hashlib.sha256(f"tfrecords/{name}".encode()).digest()
+
+
+def plan_subsets(scenes_csv: os.PathLike | str, split_csv: os.PathLike | str) -> dict:
+    """``{subset: table}`` of the scenes to write, in writing order."""
+    from probav.data.index import subset_table
+
+    for path, what in ((scenes_csv, "scene index (run the download stage)"),
+                       (split_csv, "train/dev split (run the split stage)")):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: {what} not found")
+    tables = {}
+    for subset in SUBSETS:
+        table = subset_table(scenes_csv, split_csv, subset)
+        if subset == "train":
+            order = sorted(range(len(table)), key=lambda i: _train_order(str(table["name"].iloc[i])))
+            table = table.iloc[order].reset_index(drop=True)
+        tables[subset] = table
+    return tables
+
+
+def _settings(params: dict | None, workers: int | None) -> tuple[int, int, int]:
+    group = (params or {}).get("tfrecords") or {}
+    per_shard = int(group.get("scenes_per_shard", 64))
+    if per_shard < 1:
+        raise ValueError(f"tfrecords.scenes_per_shard must be at least 1, got {per_shard}")
+    level = int(group.get("compression_level", DEFAULT_LEVEL))
+    if not 0 <= level <= 9:
+        raise ValueError(f"tfrecords.compression_level must be in 0…9, got {level}")
+    if workers is None:
+        workers = int(group.get("workers", 2))
+    return per_shard, level, max(int(workers), 1)
+
+
+def _process_pool(workers: int, scenes: int) -> ProcessPoolExecutor | None:
+    """Worker processes reading PNGs ('spawn': the caller holds TensorFlow's threads), or None."""
+    workers = min(workers, os.cpu_count() or 1, scenes)
+    if workers <= 1 or scenes < POOL_MIN_SCENES:
+        return None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+
+class _Stats:
+    """Exact sums of clear values per band: count, sum, sum of squares (uint16 units)."""
+
+    def __init__(self):
+        self.sums: dict[str, list[int]] = {}
+
+    def add(self, band: str, stats: tuple[int, int, int]) -> None:
+        acc = self.sums.setdefault(band, [0, 0, 0])
+        for k in range(3):
+            acc[k] += int(stats[k])
+
+    def summary(self) -> dict:
+        out, total = {}, [0, 0, 0]
+        for band in sorted(self.sums):
+            out[band] = _moments(*self.sums[band])
+            total = [t + s for t, s in zip(total, self.sums[band])]
+        out["all"] = _moments(*total)
+        return out
+
+
+def _moments(count: int, total: int, total_sq: int) -> dict:
+    if count == 0:
+        return {"pixels": 0, "mean": None, "std": None}
+    mean = total / count
+    var = max((total_sq - total * total / count) / count, 0.0)
+    return {"pixels": int(count), "mean": mean / 65535.0, "std": math.sqrt(var) / 65535.0}
+
+
+def _read_job(raw: Path, job: tuple[str, float | None]) -> dict:
+    return read_scene_arrays(raw, *job)
+
+
+def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os.PathLike | str,
+                    out: os.PathLike | str, params: dict | None = None, workers: int | None = None,
+                    progress: bool = True) -> dict:
+    """Write the train, dev and test scenes of ``raw`` (index ``scenes``, split ``split``) as TFRecords
+    into ``out`` (replaced when complete); returns the content of ``meta.json``.
+
+    ``params``: group ``tfrecords`` (``scenes_per_shard``, ``compression_level``, ``workers``);
+    ``workers`` overrides the latter. With more than one worker and at least ``POOL_MIN_SCENES`` scenes, worker processes are
+    spawned: a script calling this must do so under ``if __name__ == "__main__":``.
+    """
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    raw, out = Path(raw), Path(out)
+    per_shard, level, workers = _settings(params, workers)
+    tables = plan_subsets(scenes, split)
+    norms = read_norm(raw / "norm.csv")
+    total = sum(len(t) for t in tables.values())
+    if total == 0:
+        raise ValueError(f"{scenes}: no usable scene to write")
+
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    options = tf.io.TFRecordOptions(compression_type=COMPRESSION, compression_level=level)
+    meta = {"version": META_VERSION, "compression": COMPRESSION, "compression_level": level,
+            "scenes_per_shard": per_shard,
+            "example": {"name": "bytes", "band": "bytes", "frames": "int64", "norm": "float (NaN when unknown)",
+                        "has_hr": "int64 0/1", "lr": "T*128*128 uint16 little-endian", "qm": "T*128*128 uint8 0/1",
+                        "hr": "384*384 uint16 little-endian, empty without HR", "sm": "384*384 uint8 0/1, empty without SM"},
+            "subsets": {}}
+    lr_stats, hr_stats = _Stats(), _Stats()
+    pool = _process_pool(workers, total)
+    started = time.perf_counter()
+    try:
+        with tqdm(total=total, desc="writing TFRecords", unit="scene", mininterval=0.5, disable=not progress) as bar:
+            for subset, table in tables.items():
+                jobs = [(row.path, norms.get(row.name)) for row in table.itertuples(index=False)]
+                read = partial(_read_job, raw)
+                records = pool.map(read, jobs, chunksize=2) if pool else map(read, jobs)
+                shards = math.ceil(len(jobs) / per_shard)
+                files, frames, bands, raw_bytes = [], [], {}, 0
+                writer = None
+                try:
+                    for k, record in enumerate(records):
+                        if k % per_shard == 0:
+                            if writer is not None:
+                                writer.close()
+                            files.append(shard_name(subset, k // per_shard, shards))
+                            writer = tf.io.TFRecordWriter(str(tmp / files[-1]), options=options)
+                        serialized = serialize_record(record)
+                        writer.write(serialized)
+                        raw_bytes += len(serialized)
+                        frames.append(record["frames"])
+                        bands[record["band"]] = bands.get(record["band"], 0) + 1
+                        if subset == "train":
+                            lr_stats.add(record["band"], record["lr_stats"])
+                            hr_stats.add(record["band"], record["hr_stats"])
+                        bar.update()
+                finally:
+                    if writer is not None:
+                        writer.close()
+                meta["subsets"][subset] = {
+                    "scenes": len(jobs), "shards": shards, "files": files,
+                    "bytes": int(sum((tmp / f).stat().st_size for f in files)), "uncompressed_bytes": int(raw_bytes),
+                    "bands": dict(sorted(bands.items())),
+                    "frames": ({"min": int(min(frames)), "mean": float(np.mean(frames)), "max": int(max(frames))}
+                               if frames else None)}
+        written = sum(s["bytes"] for s in meta["subsets"].values())
+        meta["scenes"] = total
+        meta["bytes"] = int(written)
+        meta["bytes_per_scene"] = written / total
+        meta["statistics"] = {"subset": "train", "units": "[0,1] = uint16/65535; clear pixels only (QM, SM true)",
+                              "lr": lr_stats.summary(), "hr": hr_stats.summary()}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    elapsed = time.perf_counter() - started
+    if progress:
+        counts = ", ".join(f"{s} {meta['subsets'][s]['scenes']}" for s in SUBSETS)
+        print(f"wrote {total} scenes ({counts}) to {out}: {written / 2**20:.1f} MiB, "
+              f"{written / total / 2**20:.2f} MiB/scene, {total / max(elapsed, 1e-9):.1f} scenes/s")
+    return meta
+
+
+def build_tfrecords(raw: os.PathLike | str, scenes_csv: os.PathLike | str, split_csv: os.PathLike | str,
+                    out: os.PathLike | str, scenes_per_shard: int = 64, workers: int = 2,
+                    progress: bool = True) -> dict:
+    """``write_tfrecords`` with the settings given directly rather than as params."""
+    return write_tfrecords(raw, scenes_csv, split_csv, out, {"tfrecords": {"scenes_per_shard": scenes_per_shard}},
+                           workers=workers, progress=progress)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Put the complete folder ``tmp`` in place of ``out``."""
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_meta(root: os.PathLike | str) -> dict:
+    """``meta.json`` of a tfrecords folder."""
+    path = Path(root) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (run the tfrecords stage)")
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------- reading
+
+_FEATURES: dict | None = None
+
+
+def feature_spec() -> dict:
+    """The ``tf.io.parse_single_example`` spec of the example."""
+    import tensorflow as tf
+
+    global _FEATURES
+    if _FEATURES is None:
+        _FEATURES = {
+            "name": tf.io.FixedLenFeature([], tf.string), "band": tf.io.FixedLenFeature([], tf.string),
+            "frames": tf.io.FixedLenFeature([], tf.int64), "norm": tf.io.FixedLenFeature([], tf.float32),
+            "has_hr": tf.io.FixedLenFeature([], tf.int64),
+            "lr": tf.io.FixedLenFeature([], tf.string), "qm": tf.io.FixedLenFeature([], tf.string),
+            "hr": tf.io.FixedLenFeature([], tf.string), "sm": tf.io.FixedLenFeature([], tf.string),
+        }
+    return _FEATURES
+
+
+def parse_example(serialized) -> dict:
+    """One serialized example → tensors: ``lr`` (T,128,128) uint16, ``qm`` (T,128,128) bool, ``hr``
+    (384,384) uint16 and ``sm`` (384,384) bool (zeros / all false where the scene has none), ``name``,
+    ``band`` (string), ``frames`` int32, ``norm`` float32 (NaN when unknown), ``has_hr`` bool and
+    ``has_sm`` bool (test scenes may have an SM without HR; ``sm`` is all false without one).
+    Works eagerly and inside ``Dataset.map``."""
+    import tensorflow as tf
+
+    ex = tf.io.parse_single_example(serialized, feature_spec())
+    frames = tf.cast(ex["frames"], tf.int32)
+    lr = tf.reshape(tf.io.decode_raw(ex["lr"], tf.uint16, little_endian=True), [frames, LR_SIZE, LR_SIZE])
+    qm = tf.reshape(tf.io.decode_raw(ex["qm"], tf.uint8), [frames, LR_SIZE, LR_SIZE]) > 0
+    hr_raw = tf.io.decode_raw(ex["hr"], tf.uint16, little_endian=True)
+    sm_raw = tf.io.decode_raw(ex["sm"], tf.uint8)
+    # Without HR the vectors are empty: padded with zeros to the full size, so every example has one shape.
+    hr = tf.reshape(tf.pad(hr_raw, [[0, HR_SIZE * HR_SIZE - tf.size(hr_raw)]]), [HR_SIZE, HR_SIZE])
+    sm = tf.reshape(tf.pad(sm_raw, [[0, HR_SIZE * HR_SIZE - tf.size(sm_raw)]]), [HR_SIZE, HR_SIZE]) > 0
+    return {"name": ex["name"], "band": ex["band"], "frames": frames, "norm": ex["norm"],
+            "has_hr": ex["has_hr"] > 0, "has_sm": tf.size(sm_raw) > 0, "lr": lr, "qm": qm, "hr": hr, "sm": sm}
+
+
+def record_dataset(files, num_parallel_reads: int | None = None):
+    """A ``tf.data.TFRecordDataset`` of the (GZIP) files: serialized examples in file order."""
+    import tensorflow as tf
+
+    files = [str(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)]
+    return tf.data.TFRecordDataset(files, compression_type=COMPRESSION, num_parallel_reads=num_parallel_reads)
+
+
+def read_scenes(files) -> Iterator[Scene]:
+    """The scenes of TFRecord files as numpy ``Scene`` objects, in file order (round-trip checks, tools).
+    ``split`` is ``test`` for files named ``test-…``, else ``train``; ``extra["subset"]`` is the prefix."""
+    files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    for file in files:
+        prefix = Path(file).name.split("-")[0]
+        for ex in record_dataset([file]).map(parse_example).as_numpy_iterator():
+            has_hr = bool(ex["has_hr"])
+            norm = float(ex["norm"])
+            yield Scene(name=ex["name"].decode(), band=ex["band"].decode(), lr=ex["lr"], qm=ex["qm"],
+                        hr=ex["hr"] if has_hr else None, sm=ex["sm"] if ex["has_sm"] else None,
+                        norm=None if math.isnan(norm) else norm, split="test" if prefix == "test" else "train",
+                        extra={"subset": prefix})
