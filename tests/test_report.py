@@ -1,0 +1,299 @@
+"""The report stage on a tiny fake run built in tmp_path: a few small scenes in the official layout,
+the scene index and split, metrics and per-scene tables in the evaluate stage's format (two models
+really evaluated, one deep model with made-up numbers and a DVCLive log, one model not run)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import ndimage as ndi
+
+from probav.data.index import iter_scenes, subset_table
+from probav.evaluate import evaluate_model, summarise
+from probav.models.registry import load_model
+from probav.report import build
+from probav.scene import NO_DATA, Scene, write_norm, write_scene
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_PNG_BYTES = 300_000
+README = """# Project
+
+Intro text that must survive.
+
+## Results
+
+<!-- results:start -->
+old block
+<!-- results:end -->
+
+More text after the block.
+"""
+
+
+def _scene(rng: np.random.Generator, name: str, band: str, split: str, frames: int = 9) -> tuple[Scene, list]:
+    level = 3000.0 if band == "RED" else 9000.0
+    field = ndi.gaussian_filter(rng.standard_normal((384, 384)), 4)
+    hr = level + 800.0 * field / field.std()
+    shifts, lr, qm = [], [], []
+    for k in range(frames):
+        sy, sx = int(rng.integers(-2, 3)), int(rng.integers(-2, 3))
+        moved = np.roll(hr, (sy, sx), axis=(0, 1))
+        frame = moved.reshape(128, 3, 128, 3).mean(axis=(1, 3)) + rng.normal(0, 10, (128, 128))
+        clear = np.ones((128, 128), bool)
+        if k % 3 == 1:  # a bright cloud above 14 bits, masked
+            frame[20:40, 30:60] = 24000
+            clear[18:42, 28:62] = False
+        if k == frames - 1:  # a no-data strip, masked
+            frame[:, :6] = NO_DATA
+            clear[:, :6] = False
+        lr.append(np.clip(np.round(frame / 16) * 16, 0, 65535).astype(np.uint16))
+        qm.append(clear)
+        shifts.append({"name": name, "frame": k, "dy": sy / 3, "dx": sx / 3})
+    hr16 = np.clip(np.round(hr / 16) * 16, 0, 65504).astype(np.uint16) if split == "train" else None
+    sm = np.ones((384, 384), bool) if split == "train" else None
+    if sm is not None:
+        sm[300:330, 40:90] = False
+    return Scene(name, band, np.stack(lr), np.stack(qm), hr16, sm, split=split), shifts
+
+
+def _evaluated(model_name: str, params: dict, root: Path, metrics: Path) -> dict:
+    model = load_model(model_name, params)
+    table = evaluate_model(model, iter_scenes(root / "data/raw", subset_table(root / "data/scenes.csv",
+                                                                              root / "data/split.csv", "dev")),
+                           progress=False)
+    summary = summarise(table, model_name, {"subset": "dev"})
+    (metrics / "scenes").mkdir(parents=True, exist_ok=True)
+    table.to_csv(metrics / "scenes" / f"{model_name}.csv", index=False, float_format="%.6f")
+    (metrics / f"{model_name}.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    raw = root / "data" / "raw"
+    rng = np.random.default_rng(7)
+    plan = [("imgset0000", "RED", "train"), ("imgset0001", "RED", "train"), ("imgset0002", "NIR", "train"),
+            ("imgset0003", "NIR", "train"), ("imgset0004", "RED", "test")]
+    rows, truth, norms = [], [], {}
+    for name, band, split in plan:
+        scene, shifts = _scene(rng, name, band, split)
+        write_scene(scene, raw)
+        truth += shifts
+        norms[name] = 45.0 + rng.uniform(-2, 2)
+        rows.append({"split": split, "band": band, "name": name, "path": f"{split}/{band}/{name}",
+                     "frames": scene.frames, "mean_clearance": float(scene.clearance.mean()),
+                     "hr_clearance": scene.hr_clearance if scene.sm is not None else "", "status": "ok",
+                     "reason": ""})
+    write_norm(raw / "norm.csv", norms)
+    (raw / "synthetic").mkdir()
+    pd.DataFrame(truth).to_csv(raw / "synthetic" / "shifts.csv", index=False)
+    pd.DataFrame(rows).to_csv(root / "data" / "scenes.csv", index=False)
+    pd.DataFrame({"name": ["imgset0000", "imgset0001", "imgset0002", "imgset0003"],
+                  "band": ["RED", "RED", "NIR", "NIR"], "subset": ["train", "dev", "train", "dev"]}).to_csv(
+        root / "data" / "split.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["source"] = "synthetic"
+    params["models"] = ["baseline", "median", "shift_and_add"]
+    params["deep_models"] = ["residual_single", "misr_net"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    metrics = root / "metrics"
+    for name in ("baseline", "median", "shift_and_add"):
+        _evaluated(name, params, root, metrics)
+    # A deep model with made-up results (no saved network): evaluate's format, a training.json, a DVCLive log.
+    table = pd.read_csv(metrics / "scenes" / "baseline.csv")
+    table["cpsnr"] += 0.25
+    table["score"] = table["norm"] / table["cpsnr"]
+    table["seconds"] = 0.8
+    table.to_csv(metrics / "scenes" / "misr_net.csv", index=False, float_format="%.6f")
+    (metrics / "misr_net.json").write_text(json.dumps(summarise(table, "misr_net", {"subset": "dev"}), indent=2))
+    model_dir = root / "models" / "misr_net"
+    training = {"parameters": 97358, "training_seconds": 812.5, "best_dev_cpsnr": 46.1}
+    live = root / "dvclive" / "misr_net" / "plots" / "metrics"
+    (live / "train").mkdir(parents=True)
+    (live / "eval").mkdir(parents=True)
+    (live / "train" / "loss.tsv").write_text("timestamp\tstep\tloss\n1\t0\t0.02\n2\t1\t0.012\n3\t2\t0.009\n")
+    (live / "eval" / "cpsnr.tsv").write_text("timestamp\tstep\tcpsnr\n1\t0\t44.1\n2\t1\t45.3\n3\t2\t46.1\n")
+    # training.json lives beside the (absent) saved network: keep the folder without a model file.
+    model_dir.mkdir(parents=True)
+    (model_dir / "training.json").write_text(json.dumps(training))
+    (root / "README.md").write_text(README)
+    return root
+
+
+def _build(root: Path, real: Path | None, **options) -> str:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    paths = build.Paths(raw=root / "data/raw", scenes=root / "data/scenes.csv", split=root / "data/split.csv",
+                        metrics=root / "metrics", models=root / "models", live=root / "dvclive",
+                        template=REPO / "reports" / "template.md", out=root / "reports" / "report.md",
+                        readme=root / "README.md", real=real, repo=root)
+    opts = dict(sample_scenes=3, shift_scenes=1, sweep_scenes=1, experiments=False, progress=False)
+    opts.update(options)
+    build.build_report(params, paths, build.Options(**opts))
+    return (root / "reports" / "report.md").read_text()
+
+
+def _table_after(text: str, heading: str) -> pd.DataFrame:
+    """The first markdown table after a heading, as strings (bold markers removed)."""
+    lines = text[text.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip().replace("**", "") for c in line.strip().strip("|").split("|")])
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+@pytest.fixture(scope="module")
+def report(fake_run: Path) -> str:
+    return _build(fake_run, real=None)
+
+
+def test_banner_names_the_data_source(report: str):
+    first = report.strip().splitlines()[0]
+    assert "synthetic data" in first and "⚠" in first
+    assert "data.source: synthetic" in first
+    official = build.banner("folder", {"data": {"source": "folder", "folder": "/data/probav"}})
+    assert "official PROBA-V" in official and "folder" in official
+
+
+def test_every_linked_figure_exists_and_is_small(fake_run: Path, report: str):
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(links) >= 8
+    for link in links:
+        png = fake_run / "reports" / link
+        assert png.is_file(), link
+        assert png.stat().st_size < MAX_PNG_BYTES, (link, png.stat().st_size)
+    on_disk = {p.name for p in (fake_run / "reports" / "figures").glob("*.png")}
+    assert on_disk == {Path(link).name for link in links}, "every figure written is linked, and only those"
+    for name in ("compare_best.png", "results_scores.png", "data_shifts.png", "training_curves.png",
+                 "effect_frames.png", "data_values.png"):
+        assert name in on_disk
+
+
+def test_results_table_matches_metrics(fake_run: Path, report: str):
+    table = _table_after(report, "## 4. Results").set_index("model")
+    for name in ("baseline", "median", "shift_and_add", "misr_net"):
+        metrics = json.loads((fake_run / "metrics" / f"{name}.json").read_text())
+        row = table.loc[name]
+        assert float(row["mean score ↓"]) == pytest.approx(round(metrics["mean_score"], 4), abs=1e-9)
+        assert float(row["mean cPSNR (dB)"]) == pytest.approx(round(metrics["mean_cpsnr"], 2), abs=1e-9)
+        for band in ("RED", "NIR"):
+            assert float(row[f"cPSNR {band} (dB)"]) == pytest.approx(
+                round(metrics["bands"][band]["mean_cpsnr"], 2), abs=1e-9)
+        assert float(row["scenes better than baseline"].rstrip(" %")) == round(100 * metrics["beats_baseline"])
+        per_scene = metrics["seconds"] / metrics["scenes"]
+        assert float(row["inference (s/scene)"]) == pytest.approx(per_scene, rel=5e-3)
+    assert table.loc["misr_net", "parameters"] == "97,358"
+    assert table.loc["misr_net", "training time"] == "13.5 min"
+    assert table.loc["residual_single", "mean score ↓"] == "not run"  # in params.yaml, without metrics
+    scores = [float(v) for v in table["mean score ↓"] if v != "not run"]
+    assert scores == sorted(scores), "models are ranked by mean score"
+    # The best model is named consistently with the numbers.
+    best = min(("baseline", "median", "shift_and_add", "misr_net"),
+               key=lambda n: json.loads((fake_run / "metrics" / f"{n}.json").read_text())["mean_score"])
+    assert f"The best model on the 2 dev scenes is **{best}**" in report
+
+
+def test_generated_sentences_agree_with_the_numbers(fake_run: Path, report: str):
+    score = {n: json.loads((fake_run / "metrics" / f"{n}.json").read_text())["mean_score"]
+             for n in ("baseline", "median")}
+    if score["median"] < score["baseline"]:
+        assert "(`median`, " in report and "beats the baseline" in report
+    else:
+        assert "does not beat the baseline" in report
+    assert "Not measured in this run" in report and "`residual_single` against `baseline`" in report
+    assert "{{" not in report and "}}" not in report
+    assert "not present on this machine" in report  # no real sample given
+    assert "Against the simulator's true shifts" in report
+    assert "```yaml\nseed:" in report
+
+
+def test_readme_block_rewritten(fake_run: Path, report: str):
+    text = (fake_run / "README.md").read_text()
+    assert "Intro text that must survive." in text and "More text after the block." in text
+    assert "old block" not in text
+    block = text[text.index("<!-- results:start -->"):text.index("<!-- results:end -->")]
+    assert "synthetic data" in block
+    assert "[reports/report.md](reports/report.md)" in block
+    image = re.search(r"!\[[^\]]*\]\(([^)]+)\)", block).group(1)
+    assert (fake_run / image).is_file()
+    table = _table_after(block, "| model").set_index("model")
+    metrics = json.loads((fake_run / "metrics" / "median.json").read_text())
+    assert float(table.loc["median", "mean score ↓"]) == round(metrics["mean_score"], 4)
+    # Rewriting is idempotent.
+    assert build.update_readme(fake_run / "README.md", block.split("\n", 1)[1]) is True
+    assert build.update_readme(fake_run / "nothing.md", "x") is False
+
+
+def test_render_rejects_unknown_placeholders():
+    assert build.render("a {{x}} b {{ model_zzz }}", {"x": "1"}).startswith("a 1 b")
+    with pytest.raises(KeyError, match="nope"):
+        build.render("{{nope}}", {})
+
+
+def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
+    """With the real sample: its statistics, the real-against-run figures and the baseline-against-norm.csv
+    sentence (the parts of the report that only exist where the sample is present)."""
+    from probav.report import data_stats
+    from probav.scene import read_scene
+
+    paths = build.Paths(raw=fake_run / "data/raw", out=tmp_path / "report.md", real=probav_mini)
+    real = data_stats.collect(probav_mini, data_stats.folder_sample(probav_mini), shift_scenes=1)
+    assert real["RED"].scenes == ["imgset0000", "imgset1160"] and real["NIR"].scenes == ["imgset1306"]
+    assert real["RED"].not_multiple_16 == 0 and real["RED"].nodata_clear == 0
+    assert real["RED"].shift_table()["ok"].any()
+    index = pd.read_csv(fake_run / "data/scenes.csv")
+    run = data_stats.collect(paths.raw, data_stats.index_sample(paths.raw, index, 2), shift_scenes=0)
+    text = build.real_section(run, real, read_scene(paths.raw / "train/RED/imgset0000"),
+                              read_scene(probav_mini / "train/RED/imgset0000"),
+                              data_stats.norms_by_band(paths.raw / "norm.csv", index),
+                              data_stats.norms_by_band(probav_mini / "norm.csv"), paths, "synthetic", "summary")
+    for name in ("data_real_vs_run.png", "data_distributions.png"):
+        assert f"figures/{name}" in text
+        assert (tmp_path / "figures" / name).is_file()
+        assert (tmp_path / "figures" / name).stat().st_size < MAX_PNG_BYTES
+    assert "(official, 740 scenes)" in text and "(official, 710 scenes)" in text  # norm.csv split by band
+    sentence = build.baseline_vs_norm([], probav_mini, "synthetic")
+    assert "on the real scene imgset0000 against 52.35 dB in `norm.csv`" in sentence
+
+
+def test_experiments_table(monkeypatch):
+    """`dvc exp show --json` entries → the effect of model.blocks, per deep model."""
+    def entry(name, blocks, score):
+        return {"rev": "abc", "name": name, "data": {
+            "params": {"params.yaml": {"data": {"model": {"blocks": blocks}, "input": {"frames": 9}}}},
+            "metrics": {"metrics/misr_net.json": {"data": {"model": "misr_net", "mean_score": score}},
+                        "metrics/baseline.json": {"data": {"model": "baseline", "mean_score": 1.0}}}}}
+    data = [dict(entry("workspace", 4, 0.99), experiments=[{"revs": [entry("exp-a", 8, 0.97)]},
+                                                             {"revs": [entry("exp-b", 2, 1.01)]}])]
+    rows = build.parse_experiments(data)
+    assert set(rows["experiment"]) == {"workspace", "exp-a", "exp-b"}
+    monkeypatch.setattr(build, "experiments", lambda repo, options: rows)
+    params = {"deep_models": ["misr_net"]}
+    text = build.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    table = _table_after(text, "**model.blocks**").set_index("model")
+    assert list(table.index) == ["misr_net"]  # classical models do not read model.blocks
+    assert table.loc["misr_net", "model.blocks = 2"] == "1.0100"
+    assert table.loc["misr_net", "model.blocks = 8"] == "0.9700"
+    assert build.parse_experiments({"not": "a list"}) is None
+
+
+def test_empty_run(tmp_path: Path):
+    """Nothing but params.yaml and a README: the report still builds and says what is missing."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["source"] = "kelvins"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "README.md").write_text(README)
+    text = _build(tmp_path, real=None)
+    assert "official PROBA-V" in text.splitlines()[0]
+    table = _table_after(text, "## 4. Results")
+    assert set(table["mean score ↓"]) == {"not run"}
+    assert "No model has been scored yet." in text
+    assert "synthetic" not in (tmp_path / "README.md").read_text().split("<!-- results:start -->")[1]
