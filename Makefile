@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -n 2 --dist loadfile -q -m "not slow"
 
 bench: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s bench/dvc.yaml:bench
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -f -s bench/dvc.yaml:bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -208,7 +208,6 @@ def scene_of(rng, frames=11) -> Scene:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_save_load_round_trip_gives_identical_predictions(name, tmp_path):
-    pytest.importorskip("probav.data.pipeline")
     model = built(name)
     for w in model.network.trainable_weights:  # a non-trivial network
         w.assign(np.random.default_rng(7).normal(0, 0.05, w.shape).astype(np.float32))

@@ -477,6 +477,7 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
         "replicas": int(strategy.num_replicas_in_sync),
         "normalisation": state["normalisation"],
         "fingerprint": fp,
+        **model.training_summary(),
     }
     if chief:
         out_dir.parent.mkdir(parents=True, exist_ok=True)

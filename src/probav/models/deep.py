@@ -21,6 +21,16 @@ run on n variants of the input (member 0 as is, the others with the real frames 
 seeded order and one of the 8 flips/rotations of the image) and the outputs, transformed back,
 are averaged.
 
+Shared building blocks (all Keras-serialisable, so saved networks load without code changes):
+``ClearMedian`` (QM- and frame_mask-aware per-pixel median of the frames), ``SplineUpsample``
+(×3 cubic spline = the official baseline's interpolation; the default global residual path,
+``model.upsampling: spline``), ``BicubicUpsample`` (×3 ``tf.image.resize`` bicubic,
+``model.upsampling: bicubic``), ``DepthToSpace`` / ``SpaceToDepth`` (pixel shuffle and its
+inverse), ``Affine`` (fixed normalisation), ``FramesToChannels`` (K frames → channels),
+``residual_block`` (conv → LeakyReLU → conv + skip, no activation after the addition),
+``residual_body``, ``subpixel_upsample`` (zero-initialised conv + depth_to_space) and
+``contract_inputs``.
+
 Saved state (``save(dir)`` / ``load(dir, params)``): ``network.keras`` (the Keras model, weights
 included) and ``settings.json`` (model name, K, the ``model:`` hyper-parameters it was built
 with, the normalisation). ``model.self_ensemble`` is read from the params given to ``load``: it
@@ -393,7 +403,12 @@ class DeepModel(SRModel):
             model.optimizer.build(model.trainable_variables)
 
     def count_params(self) -> int:
+        """Parameters of the saved (inference) network."""
         return int(self.network.count_params())
+
+    def training_summary(self) -> dict:
+        """Extra entries for ``training.json`` (e.g. the parameters of training-only parts)."""
+        return {}
 
     # --- inference
     def select(self, scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
