@@ -1210,6 +1210,7 @@ def build_report(params: dict, paths: Paths, options: Options | None = None) -> 
         ctx["fig_training"] = "No DVCLive training log (`dvclive/<model>/`) in this run."
     log("effects", options)
     ctx["effects"] = effects_section(runs, params, paths, index, options)
+    ctx["bench"] = bench_section(paths.out.parent / "bench.md")
 
     # ---- conclusions and reproduction
     ctx["findings"] = findings(runs, source)
@@ -1231,6 +1232,15 @@ def build_report(params: dict, paths: Paths, options: Options | None = None) -> 
     log(f"wrote {paths.out} and {len(list(paths.figures.glob('*.png')))} figures in "
         f"{time.perf_counter() - started:.0f} s", options)
     return ctx
+
+
+def bench_section(table: Path) -> str:
+    """The benchmark's table (``make bench`` writes it; not a dependency, so it may be older or absent)."""
+    if not table.is_file():
+        return ("No benchmark in this run: `make bench` measures the scorer, the simulator, the data stages, "
+                "the input pipeline and every model on this machine, and writes `reports/bench.md` here.")
+    return ("From the last `make bench` (`metrics/bench.json`; measured on the machine that ran it, and not "
+            "re-run by `dvc repro`):\n\n" + table.read_text().strip())
 
 
 def summary_text(runs, source, index, split, commit) -> str:
