@@ -63,6 +63,9 @@ def tiny_run(tmp_path_factory, repo_root: Path) -> Path:
     params = yaml.safe_load((work / "params.yaml").read_text())
     for key, value in TINY.items():
         _set(params, key, value)
+    # Per-model training overrides (train.<model>: {...}) would undo the tiny sizes.
+    for name in params.get("deep_models", []):
+        params.get("train", {}).pop(name, None)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
