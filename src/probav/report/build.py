@@ -294,7 +294,9 @@ def layer_summary(keras_model) -> pd.DataFrame:
 def load_models(params: dict, paths: Paths) -> list[ModelRun]:
     in_params = list(dict.fromkeys(list(params.get("models") or []) + list(params.get("deep_models") or [])))
     registry = registry_names()
-    with_metrics = sorted(p.stem for p in paths.metrics.glob("*.json")) if paths.metrics.is_dir() else []
+    # A model's metrics come with its per-scene table; other JSON in metrics/ (bench.json) is not a model.
+    with_metrics = (sorted(p.stem for p in paths.metrics.glob("*.json") if (paths.tables / f"{p.stem}.csv").is_file())
+                    if paths.metrics.is_dir() else [])
     names = list(dict.fromkeys(in_params + [m for m in registry if m not in in_params]
                                + [m for m in with_metrics if m not in in_params and m not in registry]))
     runs = []
