@@ -1,6 +1,7 @@
 """misr_net: shapes (patches and whole scenes, any K), frame-order invariance, padded and clouded
-frames, the untrained network equals the ``median`` model, hyper-parameters from params, a short
-training run with the project's loss whose loss falls, and a save/load round trip."""
+frames, the untrained network equals its prior (or, with ``misr_base: median``, the ``median``
+model), hyper-parameters from params, short training runs with the project's loss that beat the
+prior, a save/load round trip, and inference recomputing the prior as it was made for training."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,13 +9,16 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from probav.models.misr_net import MisrNet, build_misr_net, spline3_kernel  # noqa: E402
+from probav.models.misr_net import MisrNet, build_misr_net  # noqa: E402
 
 MEAN, STD = 0.1, 0.03
 SMALL = dict(blocks=1, filters=8, filters_3d=8, mean=MEAN, std=STD)
 
 
-def _inputs(rng, b=2, k=9, p=32, real=None):
+FRAME_KEYS = ("lr", "qm", "frame_mask")
+
+
+def _inputs(rng, b=2, k=9, p=32, real=None, prior=True):
     lr = rng.uniform(0.02, 0.2, (b, k, p, p)).astype(np.float32)
     qm = (rng.uniform(size=(b, k, p, p)) > 0.2).astype(np.float32)
     fm = np.ones((b, k), np.float32)
@@ -22,7 +26,15 @@ def _inputs(rng, b=2, k=9, p=32, real=None):
         fm[:, real:] = 0
         lr[:, real:] = 0
         qm[:, real:] = 0
-    return {"lr": lr, "qm": qm, "frame_mask": fm}
+    inputs = {"lr": lr, "qm": qm, "frame_mask": fm}
+    if prior:
+        inputs["prior"] = rng.uniform(0.05, 0.15, (b, 3 * p, 3 * p)).astype(np.float32)
+    return inputs
+
+
+def _reorder(inputs, order):
+    """The frames of ``inputs`` in another order (the prior is one image, not per frame)."""
+    return {key: value[:, order] if key in FRAME_KEYS else value for key, value in inputs.items()}
 
 
 def _randomise(model, seed=0):
@@ -64,15 +76,19 @@ def test_default_size_is_modest():
     assert 30_000 < model.count_params() < 300_000
 
 
-def test_global_path_upscale_matches_the_official_baseline():
-    from probav.models.baseline import bicubic_upscale
-    from probav.models.misr_net import SplineUpsample3
+def test_untrained_network_outputs_its_prior():
+    rng = np.random.default_rng(2)
+    inputs = _inputs(rng, b=2, p=16, real=7)
+    out = _run(build_misr_net(9, **SMALL), inputs)[..., 0]
+    np.testing.assert_array_equal(out, inputs["prior"])
 
-    np.testing.assert_allclose(spline3_kernel().sum(axis=(0, 1, 2)), 1.0, atol=1e-6)
-    image = np.random.default_rng(2).uniform(0.0, 1.0, (24, 24))
-    ours = np.asarray(SplineUpsample3()(image[None, :, :, None].astype(np.float32)))[0, :, :, 0]
-    theirs = bicubic_upscale(image)  # skimage also clips to the input range
-    np.testing.assert_allclose(np.clip(ours, image.min(), image.max()), theirs, atol=1e-4)
+
+def test_prior_is_required_and_base_is_checked():
+    model = build_misr_net(9, **SMALL)
+    assert sorted(t.name for t in model.inputs) == ["frame_mask", "lr", "prior", "qm"]
+    assert sorted(t.name for t in build_misr_net(9, base="median", **SMALL).inputs) == ["frame_mask", "lr", "qm"]
+    with pytest.raises(ValueError, match="misr_base"):
+        build_misr_net(9, base="mean", **SMALL)
 
 
 def test_untrained_network_is_the_median_model():
@@ -84,7 +100,7 @@ def test_untrained_network_is_the_median_model():
     lr_u16 = np.round(smooth * 65535).astype(np.uint16)
     qm = rng.uniform(size=(k, p, p)) > 0.3
     expected = median_sr(lr_u16, qm)
-    model = build_misr_net(k, **SMALL)
+    model = build_misr_net(k, base="median", **SMALL)
     out = _run(model, {"lr": (lr_u16 / 65535.0)[None].astype(np.float32), "qm": qm[None].astype(np.float32),
                        "frame_mask": np.ones((1, k), np.float32)})[0, :, :, 0]
     median_lr = np.asarray(expected)
@@ -96,11 +112,9 @@ def test_output_invariant_to_frame_order(net):
     inputs = _inputs(rng, b=2, p=24, real=7)
     out = _run(net, inputs)
     perm = np.concatenate([rng.permutation(7), [7, 8]])
-    permuted = {key: value[:, perm] for key, value in inputs.items()}
-    np.testing.assert_allclose(_run(net, permuted), out, atol=1e-5)
+    np.testing.assert_allclose(_run(net, _reorder(inputs, perm)), out, atol=1e-5)
     padding_first = np.concatenate([[7, 8], np.arange(7)])
-    moved = {key: value[:, padding_first] for key, value in inputs.items()}
-    np.testing.assert_allclose(_run(net, moved), out, atol=1e-5)
+    np.testing.assert_allclose(_run(net, _reorder(inputs, padding_first)), out, atol=1e-5)
 
 
 def test_rams_like_temporal_kernel_runs():
@@ -109,8 +123,7 @@ def test_rams_like_temporal_kernel_runs():
     inputs = _inputs(rng, b=1, p=16)
     out = _run(model, inputs)
     assert out.shape == (1, 48, 48, 1) and np.isfinite(out).all()
-    permuted = {key: value[:, np.roll(np.arange(9), 4)] for key, value in inputs.items()}
-    assert np.isfinite(_run(model, permuted)).all()
+    assert np.isfinite(_run(model, _reorder(inputs, np.roll(np.arange(9), 4)))).all()
     with pytest.raises(ValueError, match="misr_temporal_kernel"):
         build_misr_net(9, temporal_kernel=2, **SMALL)
 
@@ -129,10 +142,10 @@ def test_padded_frames_content_has_no_effect(temporal_kernel):
 
 def test_flagged_clouds_do_not_show():
     """A bright cloud in one frame, flagged by its QM, leaves the fusion (gate open) unchanged."""
-    model = build_misr_net(9, **SMALL)
+    model = build_misr_net(9, base="median", **SMALL)
     model.get_layer("anchor").set_weights([np.float32(1.0)])
     rng = np.random.default_rng(7)
-    inputs = _inputs(rng, b=1, p=16)
+    inputs = _inputs(rng, b=1, p=16, prior=False)
     inputs["lr"] = (0.1 + rng.normal(0, 0.002, inputs["lr"].shape)).astype(np.float32)
     inputs["qm"][:] = 1
     clean = _run(model, inputs)
@@ -177,18 +190,24 @@ def _synthetic_batch(rng, b=8, k=9, p=12):
         dy, dx = rng.integers(-2, 3, 2)
         shifted = big[:, 4 + dy:4 + dy + hp, 4 + dx:4 + dx + hp]
         lr[:, i] = shifted.reshape(b, p, 3, p, 3).mean(axis=(2, 4)) + rng.normal(0, 0.002, (b, p, p))
+    # A trivial prior: the mean of the frames, each LR pixel repeated 3×3 (blocky, blurred).
+    prior = lr.mean(axis=1).repeat(3, axis=1).repeat(3, axis=2)
     inputs = {"lr": lr.astype(np.float32), "qm": np.ones((b, k, p, p), np.float32),
-              "frame_mask": np.ones((b, k), np.float32)}
+              "frame_mask": np.ones((b, k), np.float32), "prior": prior.astype(np.float32)}
     target = np.stack([hr, np.ones_like(hr)], axis=-1).astype(np.float32)
     return inputs, target
 
 
-def test_training_with_the_project_loss_lowers_it():
+@pytest.mark.parametrize("base", ["prior", "median"])
+def test_training_with_the_project_loss_beats_the_untrained_network(base):
+    """Untrained, the network is its prior (or the median model); a few steps must do better."""
     from probav.losses import make_loss
 
     keras.utils.set_random_seed(0)
     inputs, target = _synthetic_batch(np.random.default_rng(8))
-    model = build_misr_net(9, blocks=1, filters=16, filters_3d=8, mean=MEAN, std=STD)
+    if base == "median":
+        inputs.pop("prior")
+    model = build_misr_net(9, blocks=1, filters=16, filters_3d=8, mean=MEAN, std=STD, base=base)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=make_loss("mse"))
     before = float(model.evaluate(inputs, target, verbose=0))
     model.fit(inputs, target, batch_size=8, epochs=30, verbose=0)
@@ -196,18 +215,58 @@ def test_training_with_the_project_loss_lowers_it():
     assert np.isfinite(after) and after < 0.85 * before
 
 
+def _scene(rng, frames=11):
+    from probav.scene import Scene
+
+    lr = rng.integers(6000, 9000, (frames, 16, 16)).astype(np.uint16)
+    qm = rng.random((frames, 16, 16)) > 0.2
+    return Scene(name="imgset9999", band="RED", lr=lr, qm=qm)
+
+
 def test_save_load_round_trip_through_the_base_class(tmp_path):
+    from probav.models.median import Median
     from probav.models.registry import load_model
 
     model = MisrNet(_params(misr_blocks_3d=1))
     model.set_normalisation(MEAN, STD)
     model.build()
+    model.set_prior({"model": "median", "classical": {}})
     _randomise(model.network)
-    inputs = _inputs(np.random.default_rng(9), b=1, p=16, real=7)
+    scene = _scene(np.random.default_rng(9))
+    expected = model.predict(scene)
+    model.save(tmp_path / "misr")
+    again = load_model("misr_net", _params(), tmp_path / "misr")
+    assert isinstance(again, MisrNet) and again.hp("misr_blocks_3d") == 1 and again.uses_prior
+    np.testing.assert_array_equal(again.predict(scene), expected)
+    assert expected.shape == (48, 48)
+    # The prior is recomputed as it was made for training (here the median model) …
+    with_prior = _scene(np.random.default_rng(9))
+    with_prior.extra["prior"] = Median().predict(scene)
+    np.testing.assert_array_equal(again.predict(with_prior), expected)
+    # … and a different prior read with the scene (from the TFRecords) is used as given.
+    with_prior.extra["prior"] = np.full((48, 48), 7000, np.uint16)
+    assert not np.array_equal(again.predict(with_prior), expected)
+
+
+def test_a_prior_network_saved_without_its_prior_settings_says_so(tmp_path):
+    model = MisrNet(_params())
+    model.set_normalisation(MEAN, STD)
+    model.build()
+    with pytest.raises(ValueError, match="tfrecords.prior"):
+        model.predict(_scene(np.random.default_rng(10)))
+
+
+def test_median_base_round_trip(tmp_path):
+    from probav.models.registry import load_model
+
+    model = MisrNet(_params(misr_base="median"))
+    model.set_normalisation(MEAN, STD)
+    model.build()
+    _randomise(model.network)
+    inputs = _inputs(np.random.default_rng(9), b=1, p=16, real=7, prior=False)
     arrays = (inputs["lr"][0], inputs["qm"][0], inputs["frame_mask"][0])
     expected = model.predict_arrays(*arrays)
     model.save(tmp_path / "misr")
     again = load_model("misr_net", _params(), tmp_path / "misr")
-    assert isinstance(again, MisrNet) and again.hp("misr_blocks_3d") == 1
+    assert not again.uses_prior
     np.testing.assert_array_equal(again.predict_arrays(*arrays), expected)
-    assert expected.shape == (48, 48)

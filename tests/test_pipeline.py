@@ -245,3 +245,27 @@ def test_input_settings_are_checked():
             input_settings({"input": bad})
     with pytest.raises(ValueError, match="no TFRecord files"):
         training_dataset([], params(), 0)
+
+
+def test_prior_patches_are_cut_and_transformed_with_the_hr(tmp_path):
+    """Records whose prior is the HR itself: every training patch's prior equals its HR target
+    (same position, same flip/rotation), and whole dev scenes carry their prior."""
+    from probav.data.tfrecords import COMPRESSION, scene_record, serialize_record
+
+    rng = np.random.default_rng(4)
+    scenes = [aligned_scene(rng, f"imgset{i:04d}", 6) for i in range(3)]
+    path = tmp_path / "train-00000-of-00001.tfrecord.gz"
+    with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=COMPRESSION)) as writer:
+        for scene in scenes:
+            writer.write(serialize_record(scene_record(scene, prior=scene.hr)))
+    for inputs, target in take(training_dataset([str(path)], params(), seed=2), 3):
+        assert inputs["prior"].shape == (B, 3 * P, 3 * P)
+        np.testing.assert_array_equal(inputs["prior"], target[..., 0])
+    (inputs, target), = take(evaluation_dataset([str(path)], params(), batch_size=3), 1)
+    np.testing.assert_array_equal(inputs["prior"], target[..., 0])
+
+
+def test_records_without_a_prior_give_zeros(records):
+    folder, _ = records
+    inputs, _ = take(training_dataset(train_files(folder), params(), seed=1), 1)[0]
+    assert inputs["prior"].shape == (B, 3 * P, 3 * P) and not np.any(inputs["prior"])

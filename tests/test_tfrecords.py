@@ -206,3 +206,33 @@ def test_stage_cli(archive, tmp_path, repo_root):
     assert read_meta(out)["scenes_per_shard"] == 4 and len(subset_files(out, "train")) == 1
     args[args.index("--split") + 1] = str(tmp_path / "missing.csv")
     assert stage.main(args) == 1
+
+
+def test_prior_is_stored_with_every_scene_and_described_in_meta(archive, tmp_path):
+    from probav.models.median import Median
+
+    root, work, scenes, _ = archive
+    out = tmp_path / "with-prior"
+    params = {"tfrecords": {"workers": 1, "prior": "median"}, "classical": {"shift_and_add": {"sharpen": 1.0}}}
+    meta = write_tfrecords(root, work / "scenes.csv", work / "split.csv", out, params, progress=False)
+    assert meta["prior"] == {"model": "median", "classical": {"shift_and_add": {"sharpen": 1.0}}}
+    assert read_meta(out)["prior"] == meta["prior"]
+    back = {s.name: s for subset in ("train", "dev", "test") for s in read_scenes(subset_files(out, subset))}
+    assert set(back) == set(scenes)
+    for name, scene in scenes.items():
+        assert_same(back[name], scene)
+        prior = back[name].extra["prior"]
+        assert prior.dtype == np.uint16 and prior.shape == (384, 384)
+        np.testing.assert_array_equal(prior, Median().predict(scene))   # test scenes (no HR) get one too
+
+
+def test_no_prior_by_default_and_a_trainable_prior_is_refused(archive, tmp_path):
+    root, work, _, _ = archive
+    meta = write_tfrecords(root, work / "scenes.csv", work / "split.csv", tmp_path / "plain",
+                           {"tfrecords": {"workers": 1}}, progress=False)
+    assert meta["prior"] is None
+    assert all("prior" not in s.extra for s in read_scenes(subset_files(tmp_path / "plain", "dev")))
+    with pytest.raises(ValueError, match="classical model"):
+        write_tfrecords(root, work / "scenes.csv", work / "split.csv", tmp_path / "bad",
+                        {"tfrecords": {"workers": 1, "prior": "misr_net"}}, progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -736,6 +736,11 @@ class DeepSetup:
         if hasattr(self.model, "set_normalisation"):
             self.model.set_normalisation(*norm)
         self.network = self.model.build()
+        if getattr(self.model, "uses_prior", False):
+            from probav.data.tfrecords import prior_spec
+
+            # Inference then makes each scene's prior as the pipeline does: part of the model's cost.
+            self.model.set_prior(prior_spec(params) or {"model": "shift_and_add", "classical": {}})
         settings = train_settings(params, name)
         self.loss = make_loss(settings["loss"])
         self.trainer = self.model.compile_training_model(make_optimizer(settings, 1000), self.loss,
@@ -773,23 +778,32 @@ def _masked_l1(y_true, y_pred):
     return tf.reduce_sum(tf.abs(y_true[..., 0:1] - y_pred) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
-def _random_batch(batch: int, frames: int, patch: int, seed: int = 0):
-    """One batch of the training input contract: LR-like values, 85% clear QMs, HR + SM target."""
+def _input_names(setup: DeepSetup) -> list[str]:
+    return [t.name for t in setup.network.inputs]
+
+
+def _random_batch(batch: int, frames: int, patch: int, seed: int = 0, names=("lr", "qm", "frame_mask")):
+    """One batch of the training input contract (the inputs in ``names``): LR-like values, 85% clear
+    QMs, an LR-like prior, HR + SM target."""
     rng = np.random.default_rng(seed)
     inputs = {"lr": rng.uniform(0.02, 0.2, (batch, frames, patch, patch)).astype(np.float32),
               "qm": (rng.uniform(size=(batch, frames, patch, patch)) > 0.15).astype(np.float32),
-              "frame_mask": np.ones((batch, frames), np.float32)}
+              "frame_mask": np.ones((batch, frames), np.float32),
+              "prior": rng.uniform(0.02, 0.2, (batch, 3 * patch, 3 * patch)).astype(np.float32)}
+    inputs = {k: v for k, v in inputs.items() if k in names}
     target = np.stack([rng.uniform(0.02, 0.2, (batch, 3 * patch, 3 * patch)),
                        (rng.uniform(size=(batch, 3 * patch, 3 * patch)) > 0.1)], axis=-1).astype(np.float32)
     return inputs, target
 
 
-def _specs(batch: int, frames: int, patch: int):
+def _specs(batch: int, frames: int, patch: int, names=("lr", "qm", "frame_mask")):
     import tensorflow as tf
 
     x = {"lr": tf.TensorSpec((batch, frames, patch, patch), tf.float32),
          "qm": tf.TensorSpec((batch, frames, patch, patch), tf.float32),
-         "frame_mask": tf.TensorSpec((batch, frames), tf.float32)}
+         "frame_mask": tf.TensorSpec((batch, frames), tf.float32),
+         "prior": tf.TensorSpec((batch, 3 * patch, 3 * patch), tf.float32)}
+    x = {k: v for k, v in x.items() if k in names}
     return x, tf.TensorSpec((batch, 3 * patch, 3 * patch, 2), tf.float32)
 
 
@@ -808,12 +822,12 @@ def graph_flops(fn: Callable, *specs) -> float | None:
 def train_step_flops(setup: DeepSetup, batch: int, patch: int) -> float | None:
     """FLOPs of one training step: the trainer's own ``train_step`` (forward, loss, gradients,
     optimizer update, metrics; a GAN's discriminator too)."""
-    x, y = _specs(batch, setup.frames, patch)
+    x, y = _specs(batch, setup.frames, patch, _input_names(setup))
     return graph_flops(lambda a, b: setup.trainer.train_step((a, b)), x, y)
 
 
 def forward_flops(network, frames: int, side: int = 128, batch: int = 1) -> float | None:
-    x, _ = _specs(batch, frames, side)
+    x, _ = _specs(batch, frames, side, [t.name for t in network.inputs])
     return graph_flops(lambda a: network(a, training=False), x)
 
 
@@ -832,7 +846,7 @@ def _tf_memory() -> dict | None:
 def _time_train_steps(setup: DeepSetup, batch: int, patch: int, steps: int, timing: dict) -> tuple[list[float], float]:
     """Seconds per training step (one value per repeat of ``steps`` steps, on one fixed random batch)
     and the first step's seconds (it traces and compiles the train function)."""
-    x, y = _random_batch(batch, setup.frames, patch)
+    x, y = _random_batch(batch, setup.frames, patch, names=_input_names(setup))
     start = time.perf_counter()
     setup.trainer.train_on_batch(x, y)
     first = time.perf_counter() - start
@@ -920,7 +934,7 @@ def bench_deep_model(name: str, settings: dict, params: dict, work: Path) -> dic
     # Training at the default patch and batch size.
     steps = max(int(settings["models"]["train_steps"]), 1)
     step_s, first = _time_train_steps(setup, batch, patch, steps, _timing(settings))
-    x, y = _random_batch(batch, frames, patch)
+    x, y = _random_batch(batch, frames, patch, names=_input_names(setup))
     with RssPeak() as rss_train:
         setup.trainer.train_on_batch(x, y)
     out["train"] = {"compiled_by": setup.compiled_by, "first_step_s": first,

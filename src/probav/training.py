@@ -10,7 +10,9 @@ What one run does, in order:
    dataset gets its own derived seed.
 3. Data: the pipeline's ``training_dataset`` (patches, repeated) and ``evaluation_dataset`` (full
    128×128 dev scenes; ``train.validation_scenes`` > 0 keeps only the first N, to bound the
-   time of a validation: the evaluate stage scores every dev scene anyway).
+   time of a validation: the evaluate stage scores every dev scene anyway). The network gets the
+   inputs it declares; one that takes the classical ``prior`` needs TFRecords built with
+   ``tfrecords.prior`` and saves how that prior was made (meta.json's ``prior``) with the model.
 4. Normalisation: mean/std of the clear LR values of the train scenes (the tfrecords' meta.json
    statistics; without them, of ``train.stats_batches`` training batches), given to the model
    (``DeepModel.set_normalisation``) and stored with it.
@@ -174,6 +176,32 @@ def pipeline_datasets(tfrecords: os.PathLike | str, params: dict, seed: int):
     train_ds = training_dataset(train_files, params, seed)
     dev_ds = evaluation_dataset(dev_files, params) if dev_files else None
     return train_ds, dev_ds
+
+
+def require_prior(name: str, tfrecords: os.PathLike | str | None, train_data) -> dict | None:
+    """How the TFRecords' priors were made (their meta.json), for a network that takes a prior; an
+    error that says what to do when they have none. Data given directly (no ``tfrecords``) must hold
+    ``prior`` itself; its spec is then unknown (None)."""
+    if tfrecords is None:
+        if "prior" not in train_data.element_spec[0]:
+            raise ValueError(f"{name} takes a prior input: the training data must hold 'prior'")
+        return None
+    meta = Path(tfrecords) / "meta.json"
+    spec = json.loads(meta.read_text()).get("prior") if meta.is_file() else None
+    if not spec:
+        raise ValueError(f"{name} takes a classical prior, but the TFRecords in {tfrecords} have none: set "
+                         f"tfrecords.prior (e.g. shift_and_add) and rebuild them (`dvc repro tfrecords`), or "
+                         f"train it without one (model.misr_base: median)")
+    return spec
+
+
+def network_inputs(dataset, names: list[str]):
+    """``dataset`` with only the inputs the network declares (the pipeline gives them all)."""
+    names = list(names)
+    missing = [n for n in names if n not in dataset.element_spec[0]]
+    if missing:
+        raise ValueError(f"the data lacks the network inputs {missing}")
+    return dataset.map(lambda inputs, target: ({n: inputs[n] for n in names}, target))
 
 
 def meta_statistics(tfrecords: os.PathLike | str | None) -> tuple[float, float] | None:
@@ -422,6 +450,10 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
     model.set_normalisation(mean, std)
     with strategy.scope():
         model.build()
+    if model.uses_prior:
+        model.set_prior(require_prior(name, tfrecords, train_data))
+    train_data, dev_data = (None if d is None else network_inputs(d, model.input_names) for d in (train_data, dev_data))
+    with strategy.scope():
         metrics = [CPSNR(name="cpsnr")]
         trainer = model.compile_training_model(make_optimizer(settings, epochs * steps),
                                                make_loss(settings["loss"]), metrics)

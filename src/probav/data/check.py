@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from probav.data.index import write_csv_atomic
 from probav.scene import (MIN_FRAMES, SPLITS, BadSceneError, frame_indices, read_norm, read_scene,
                           scene_dirs)
 
@@ -167,9 +168,4 @@ def _print_summary(table, raw_root: Path) -> None:
 
 def write_index(table, path: os.PathLike | str) -> Path:
     """Write the scene index CSV atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.reindex(columns=INDEX_COLUMNS).to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_csv_atomic(table, path, INDEX_COLUMNS)

@@ -13,6 +13,17 @@ from probav.scene import Scene, read_norm, read_scene
 SUBSETS = ("train", "dev", "test")
 
 
+def write_csv_atomic(table: pd.DataFrame, path: os.PathLike | str, columns: list[str]) -> Path:
+    """Write ``table``'s ``columns`` as CSV under a temporary name, then rename it to ``path``: an
+    interrupted write never leaves a half-written file that the next stage would trust."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.reindex(columns=columns).to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
 def subset_table(index_csv: os.PathLike | str, split_csv: os.PathLike | str, subset: str) -> pd.DataFrame:
     """Rows (split, band, name, path, …) of the usable scenes of ``subset`` ∈ train | dev | test."""
     if subset not in SUBSETS:

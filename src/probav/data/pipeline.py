@@ -1,8 +1,11 @@
 """The tf.data input of the networks: frame selection, training patches with augmentation, dev scenes.
 
 Contract (``docs/architecture.md``, training input): batches ``(inputs, target)`` with
-``inputs = {"lr": (B,K,P,P) float32 in [0,1], "qm": (B,K,P,P) float32 0/1, "frame_mask": (B,K) float32}``
-and ``target`` (B,3P,3P,2) float32: HR in [0,1] (channel 0) and SM 0/1 (channel 1).
+``inputs = {"lr": (B,K,P,P) float32 in [0,1], "qm": (B,K,P,P) float32 0/1, "frame_mask": (B,K) float32,
+"prior": (B,3P,3P) float32 in [0,1]}`` and ``target`` (B,3P,3P,2) float32: HR in [0,1] (channel 0) and
+SM 0/1 (channel 1). ``prior`` is the classical model's prediction stored in the records
+(``tfrecords.prior``; zeros where the records have none); networks take the inputs they declare
+(``probav.training`` drops the others).
 
 - ``select_frames(lr, qm, k, mode, seed)``: the one frame selection of the project (the pipeline
   and the deep models' inference). ``top_k``: the k clearest frames (fraction of QM-clear pixels;
@@ -13,7 +16,7 @@ and ``target`` (B,3P,3P,2) float32: HR in [0,1] (channel 0) and SM 0/1 (channel 
 - ``training_dataset(files, params, seed)``: records shuffled (files and a buffer of
   ``input.shuffle_buffer`` scenes, seeded), each scene → ``input.patches_per_scene`` patches
   (decompressing and parsing a scene costs far more than cutting a patch), each an LR patch of
-  ``input.patch_size`` P with its aligned HR patch (LR pixel (i, j) ↔ HR pixels 3i…3i+2, 3j…3j+2)
+  ``input.patch_size`` P with its aligned HR (and prior) patch (LR pixel (i, j) ↔ HR pixels 3i…3i+2, 3j…3j+2)
   whose HR clearance (SM) is at least ``input.min_patch_clearance``: ``input.patch_tries`` random
   positions are drawn and the first good one is kept; without one the patch is dropped (a stream
   that drops ``MAX_CONSECUTIVE_REJECTS`` in a row fails with an error that says which setting to
@@ -186,9 +189,10 @@ def dihedral(x: tf.Tensor, t) -> tf.Tensor:
                                   lambda: _rot90(tf.reverse(x, axis=[-2, -1]))])
 
 
-def augment(lr, qm, mask, hr, sm, seed):
-    """The same random flip/rotation of LR, QM (…,P,P) and HR, SM (3P,3P), and a random order of the
-    real frames (padding, ``mask`` 0, stays last). Seeded by a (2,) seed."""
+def augment(lr, qm, mask, hr, sm, seed, prior=None):
+    """The same random flip/rotation of LR, QM (…,P,P) and HR, SM, prior (3P,3P), and a random order of
+    the real frames (padding, ``mask`` 0, stays last). Seeded by a (2,) seed. Returns
+    ``(lr, qm, mask, hr, sm)``, and the prior last when one is given."""
     seeds = tf.random.experimental.stateless_split(_seed_tensor(seed), 2)
     t = tf.random.stateless_uniform([], seed=seeds[0], minval=0, maxval=8, dtype=tf.int32)
     lr, qm, hr, sm = (dihedral(v, t) for v in (lr, qm, hr, sm))
@@ -196,7 +200,8 @@ def augment(lr, qm, mask, hr, sm, seed):
     keys = tf.random.stateless_uniform([k], seed=seeds[1], dtype=tf.float32)
     keys = tf.where(mask > 0, keys, 2.0 + tf.cast(tf.range(k), tf.float32))
     order = tf.argsort(keys, stable=True)
-    return tf.gather(lr, order), tf.gather(qm, order), tf.gather(mask, order), hr, sm
+    out = (tf.gather(lr, order), tf.gather(qm, order), tf.gather(mask, order), hr, sm)
+    return out if prior is None else (*out, dihedral(prior, t))
 
 
 def _crop(x: tf.Tensor, y, x0, size: int) -> tf.Tensor:
@@ -219,10 +224,11 @@ def training_example(example: dict, cfg: dict, seed) -> tuple[dict, tf.Tensor, t
     mask = tf.ensure_shape(tf.pad(tf.ones([n], tf.float32), [[0, k - n]]), [k])
     hr = _to_float_lr(_crop(example["hr"], SCALE * y, SCALE * x, SCALE * p))
     sm = _to_float_mask(_crop(example["sm"], SCALE * y, SCALE * x, SCALE * p))
+    prior = _to_float_lr(_crop(example["prior"], SCALE * y, SCALE * x, SCALE * p))
     if cfg["augment"]:
-        lr, qm, mask, hr, sm = augment(lr, qm, mask, hr, sm, seeds[2])
+        lr, qm, mask, hr, sm, prior = augment(lr, qm, mask, hr, sm, seeds[2], prior)
     target = tf.stack([hr, sm], axis=-1)
-    return {"lr": lr, "qm": qm, "frame_mask": mask}, target, ok
+    return {"lr": lr, "qm": qm, "frame_mask": mask, "prior": prior}, target, ok
 
 
 def _file_list(files) -> list[str]:
@@ -297,10 +303,10 @@ def training_dataset(files, params: dict, seed: int) -> tf.data.Dataset:
 
 
 def evaluation_example(example: dict, k: int) -> tuple[dict, tf.Tensor]:
-    """One parsed scene, whole: K clearest frames and the (384,384,2) target."""
+    """One parsed scene, whole: K clearest frames, the prior and the (384,384,2) target."""
     lr, qm, mask = select_frames(example["lr"], example["qm"], k, "top_k")
     target = tf.stack([_to_float_lr(example["hr"]), _to_float_mask(example["sm"])], axis=-1)
-    return {"lr": lr, "qm": qm, "frame_mask": mask}, target
+    return {"lr": lr, "qm": qm, "frame_mask": mask, "prior": _to_float_lr(example["prior"])}, target
 
 
 def evaluation_dataset(files, params: dict, batch_size: int | None = None) -> tf.data.Dataset:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from probav.data.index import write_csv_atomic
 from probav.params import derive_seed
 from probav.scene import BANDS
 
@@ -75,12 +76,7 @@ def make_split(scenes_csv: os.PathLike | str, params: dict) -> pd.DataFrame:
 
 def write_split(split: pd.DataFrame, path: os.PathLike | str) -> Path:
     """Write ``split.csv`` atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    split.reindex(columns=SPLIT_COLUMNS).to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_csv_atomic(split, path, SPLIT_COLUMNS)
 
 
 def summary(split: pd.DataFrame) -> str:

@@ -9,6 +9,10 @@ per scene:
 - ``lr`` bytes: T×128×128 uint16 little-endian; ``qm`` bytes: T×128×128 uint8 0/1
 - ``hr`` bytes: 384×384 uint16 little-endian (empty without HR), ``sm`` bytes: 384×384 uint8 0/1
   (empty without SM.png; official test scenes have an SM.png but no HR.png, and keep their SM)
+- ``prior`` bytes: 384×384 uint16 little-endian, the prediction of the classical model named by
+  ``tfrecords.prior`` (default ``shift_and_add``; empty when null): the starting point that
+  networks such as ``misr_net`` refine. Computed here, once per scene, because registering and
+  fusing every frame (about 0.5 s a scene) is far too slow for the training input pipeline.
 
 so the arrays are stored losslessly. ``<out>/meta.json`` holds the counts, shards, bands, frame
 counts and bytes of each subset and statistics of the train subset for normalisation (mean/std of
@@ -73,11 +77,35 @@ tfrecord_files = subset_files
 
 # ----------------------------------------------------------------------------- records
 
-def read_scene_arrays(raw_root: os.PathLike | str, path: str, norm: float | None) -> dict:
-    """One scene read from its PNGs (in a worker process): the record's fields and its sums of clear
-    LR/HR values (exact integers: count, sum, sum of squares, uint16 units) for the statistics."""
+def prior_model(params: dict | None):
+    """The classical model named by ``tfrecords.prior`` (built from ``params``), or None."""
+    name = ((params or {}).get("tfrecords") or {}).get("prior")
+    if not name:
+        return None
+    from probav.models.registry import model_class
+
+    cls = model_class(str(name))
+    if cls.trainable:
+        raise ValueError(f"tfrecords.prior must name a classical model (no training), got the trainable {name!r}")
+    return cls(params)
+
+
+def prior_spec(params: dict | None) -> dict | None:
+    """What makes the prior: the model's name and the ``classical`` params group (stored in meta.json
+    and with every network trained on it, so inference recomputes exactly the same prior)."""
+    name = ((params or {}).get("tfrecords") or {}).get("prior")
+    if not name:
+        return None
+    return {"model": str(name), "classical": dict((params or {}).get("classical") or {})}
+
+
+def read_scene_arrays(raw_root: os.PathLike | str, path: str, norm: float | None,
+                      prior: dict | None = None) -> dict:
+    """One scene read from its PNGs (in a worker process): the record's fields (with the prior of
+    ``prior_spec`` when given) and its sums of clear LR/HR values (exact integers: count, sum, sum of
+    squares, uint16 units) for the statistics."""
     scene = read_scene(Path(raw_root) / path, norm=norm)
-    record = scene_record(scene)
+    record = scene_record(scene, prior_image(scene, prior))
     clear_lr = scene.lr[scene.qm].astype(np.int64)
     record["lr_stats"] = (int(clear_lr.size), int(clear_lr.sum()), int(np.dot(clear_lr, clear_lr)))
     record["hr_stats"] = (0, 0, 0)
@@ -87,15 +115,25 @@ def read_scene_arrays(raw_root: os.PathLike | str, path: str, norm: float | None
     return record
 
 
-def scene_record(scene: Scene) -> dict:
-    """The fields of the example of an in-memory scene (arrays as little-endian bytes)."""
+def prior_image(scene: Scene, prior: dict | None) -> np.ndarray | None:
+    """The (384,384) uint16 prior of a scene for a ``prior_spec`` (None without one)."""
+    if prior is None:
+        return None
+    model = prior_model({"tfrecords": {"prior": prior["model"]}, "classical": prior.get("classical") or {}})
+    return model.predict(scene)
+
+
+def scene_record(scene: Scene, prior: np.ndarray | None = None) -> dict:
+    """The fields of the example of an in-memory scene (arrays as little-endian bytes); ``prior`` the
+    (384,384) uint16 prior image, if any."""
     has_hr = scene.hr is not None
     return {"name": scene.name, "band": scene.band, "frames": scene.frames,
             "norm": math.nan if scene.norm is None else float(scene.norm), "has_hr": has_hr,
             "lr": np.ascontiguousarray(scene.lr, "<u2").tobytes(),
             "qm": np.ascontiguousarray(scene.qm, np.uint8).tobytes(),
             "hr": np.ascontiguousarray(scene.hr, "<u2").tobytes() if has_hr else b"",
-            "sm": b"" if scene.sm is None else np.ascontiguousarray(scene.sm, np.uint8).tobytes()}
+            "sm": b"" if scene.sm is None else np.ascontiguousarray(scene.sm, np.uint8).tobytes(),
+            "prior": b"" if prior is None else np.ascontiguousarray(prior, "<u2").tobytes()}
 
 
 def serialize_record(record: dict) -> bytes:
@@ -113,24 +151,25 @@ def serialize_record(record: dict) -> bytes:
         "frames": i(record["frames"]), "has_hr": i(bool(record["has_hr"])),
         "norm": tf.train.Feature(float_list=tf.train.FloatList(value=[float(record["norm"])])),
         "lr": b(record["lr"]), "qm": b(record["qm"]), "hr": b(record["hr"]), "sm": b(record["sm"]),
+        "prior": b(record.get("prior", b"")),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
-def serialize_scene(scene: Scene) -> bytes:
-    """One in-memory scene as a serialized ``tf.train.Example``."""
-    return serialize_record(scene_record(scene))
+def serialize_scene(scene: Scene, prior: dict | None = None) -> bytes:
+    """One in-memory scene as a serialized ``tf.train.Example`` (with the prior of a ``prior_spec``)."""
+    return serialize_record(scene_record(scene, prior_image(scene, prior)))
 
 
-def write_scenes(scenes: Iterable[Scene], path: os.PathLike | str) -> Path:
-    """Write in-memory scenes into one GZIP TFRecord file (tests, small tools)."""
+def write_scenes(scenes: Iterable[Scene], path: os.PathLike | str, prior: dict | None = None) -> Path:
+    """Write in-memory scenes into one GZIP TFRecord file (tests, small tools); ``prior`` a ``prior_spec``."""
     import tensorflow as tf
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=COMPRESSION)) as writer:
         for scene in scenes:
-            writer.write(serialize_scene(scene))
+            writer.write(serialize_scene(scene, prior))
     return path
 
 
@@ -207,8 +246,8 @@ def _moments(count: int, total: int, total_sq: int) -> dict:
     return {"pixels": int(count), "mean": mean / 65535.0, "std": math.sqrt(var) / 65535.0}
 
 
-def _read_job(raw: Path, job: tuple[str, float | None]) -> dict:
-    return read_scene_arrays(raw, *job)
+def _read_job(raw: Path, prior: dict | None, job: tuple[str, float | None]) -> dict:
+    return read_scene_arrays(raw, *job, prior=prior)
 
 
 def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os.PathLike | str,
@@ -217,7 +256,8 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
     """Write the train, dev and test scenes of ``raw`` (index ``scenes``, split ``split``) as TFRecords
     into ``out`` (replaced when complete); returns the content of ``meta.json``.
 
-    ``params``: group ``tfrecords`` (``scenes_per_shard``, ``compression_level``, ``workers``);
+    ``params``: group ``tfrecords`` (``scenes_per_shard``, ``compression_level``, ``workers``, ``prior``;
+    the prior model reads its settings from group ``classical``);
     ``workers`` overrides the latter. With more than one worker and at least ``POOL_MIN_SCENES`` scenes, worker processes are
     spawned: a script calling this must do so under ``if __name__ == "__main__":``.
     """
@@ -226,6 +266,8 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
 
     raw, out = Path(raw), Path(out)
     per_shard, level, workers = _settings(params, workers)
+    prior = prior_spec(params)
+    prior_model(params)  # an unknown or trainable model fails now, not in a worker
     tables = plan_subsets(scenes, split)
     norms = read_norm(raw / "norm.csv")
     total = sum(len(t) for t in tables.values())
@@ -240,16 +282,18 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
             "scenes_per_shard": per_shard,
             "example": {"name": "bytes", "band": "bytes", "frames": "int64", "norm": "float (NaN when unknown)",
                         "has_hr": "int64 0/1", "lr": "T*128*128 uint16 little-endian", "qm": "T*128*128 uint8 0/1",
-                        "hr": "384*384 uint16 little-endian, empty without HR", "sm": "384*384 uint8 0/1, empty without SM"},
-            "subsets": {}}
+                        "hr": "384*384 uint16 little-endian, empty without HR", "sm": "384*384 uint8 0/1, empty without SM",
+                        "prior": "384*384 uint16 little-endian, the prior model's prediction, empty without one"},
+            "prior": prior, "subsets": {}}
     lr_stats, hr_stats = _Stats(), _Stats()
     pool = _process_pool(workers, total)
     started = time.perf_counter()
     try:
-        with tqdm(total=total, desc="writing TFRecords", unit="scene", mininterval=0.5, disable=not progress) as bar:
+        desc = "writing TFRecords" + (f" (with {prior['model']} priors)" if prior else "")
+        with tqdm(total=total, desc=desc, unit="scene", mininterval=0.5, disable=not progress) as bar:
             for subset, table in tables.items():
                 jobs = [(row.path, norms.get(row.name)) for row in table.itertuples(index=False)]
-                read = partial(_read_job, raw)
+                read = partial(_read_job, raw, prior)
                 records = pool.map(read, jobs, chunksize=2) if pool else map(read, jobs)
                 shards = math.ceil(len(jobs) / per_shard)
                 files, frames, bands, raw_bytes = [], [], {}, 0
@@ -344,6 +388,8 @@ def feature_spec() -> dict:
             "has_hr": tf.io.FixedLenFeature([], tf.int64),
             "lr": tf.io.FixedLenFeature([], tf.string), "qm": tf.io.FixedLenFeature([], tf.string),
             "hr": tf.io.FixedLenFeature([], tf.string), "sm": tf.io.FixedLenFeature([], tf.string),
+            # Absent from records written before priors existed: read as "no prior".
+            "prior": tf.io.FixedLenFeature([], tf.string, default_value=""),
         }
     return _FEATURES
 
@@ -352,7 +398,8 @@ def parse_example(serialized) -> dict:
     """One serialized example → tensors: ``lr`` (T,128,128) uint16, ``qm`` (T,128,128) bool, ``hr``
     (384,384) uint16 and ``sm`` (384,384) bool (zeros / all false where the scene has none), ``name``,
     ``band`` (string), ``frames`` int32, ``norm`` float32 (NaN when unknown), ``has_hr`` bool and
-    ``has_sm`` bool (test scenes may have an SM without HR; ``sm`` is all false without one).
+    ``has_sm`` bool (test scenes may have an SM without HR; ``sm`` is all false without one), ``prior``
+    (384,384) uint16 (zeros without one) and ``has_prior`` bool.
     Works eagerly and inside ``Dataset.map``."""
     import tensorflow as tf
 
@@ -365,8 +412,11 @@ def parse_example(serialized) -> dict:
     # Without HR the vectors are empty: padded with zeros to the full size, so every example has one shape.
     hr = tf.reshape(tf.pad(hr_raw, [[0, HR_SIZE * HR_SIZE - tf.size(hr_raw)]]), [HR_SIZE, HR_SIZE])
     sm = tf.reshape(tf.pad(sm_raw, [[0, HR_SIZE * HR_SIZE - tf.size(sm_raw)]]), [HR_SIZE, HR_SIZE]) > 0
+    prior_raw = tf.io.decode_raw(ex["prior"], tf.uint16, little_endian=True)
+    prior = tf.reshape(tf.pad(prior_raw, [[0, HR_SIZE * HR_SIZE - tf.size(prior_raw)]]), [HR_SIZE, HR_SIZE])
     return {"name": ex["name"], "band": ex["band"], "frames": frames, "norm": ex["norm"],
-            "has_hr": ex["has_hr"] > 0, "has_sm": tf.size(sm_raw) > 0, "lr": lr, "qm": qm, "hr": hr, "sm": sm}
+            "has_hr": ex["has_hr"] > 0, "has_sm": tf.size(sm_raw) > 0, "lr": lr, "qm": qm, "hr": hr, "sm": sm,
+            "prior": prior, "has_prior": tf.size(prior_raw) > 0}
 
 
 def record_dataset(files, num_parallel_reads: int | None = None):
@@ -379,7 +429,8 @@ def record_dataset(files, num_parallel_reads: int | None = None):
 
 def read_scenes(files) -> Iterator[Scene]:
     """The scenes of TFRecord files as numpy ``Scene`` objects, in file order (round-trip checks, tools).
-    ``split`` is ``test`` for files named ``test-…``, else ``train``; ``extra["subset"]`` is the prefix."""
+    ``split`` is ``test`` for files named ``test-…``, else ``train``; ``extra["subset"]`` is the prefix,
+    ``extra["prior"]`` the prior image where the record has one."""
     files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     for file in files:
         prefix = Path(file).name.split("-")[0]
@@ -389,4 +440,4 @@ def read_scenes(files) -> Iterator[Scene]:
             yield Scene(name=ex["name"].decode(), band=ex["band"].decode(), lr=ex["lr"], qm=ex["qm"],
                         hr=ex["hr"] if has_hr else None, sm=ex["sm"] if ex["has_sm"] else None,
                         norm=None if math.isnan(norm) else norm, split="test" if prefix == "test" else "train",
-                        extra={"subset": prefix})
+                        extra={"subset": prefix, **({"prior": ex["prior"]} if ex["has_prior"] else {})})

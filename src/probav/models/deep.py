@@ -4,7 +4,13 @@ A deep model is a ``SRModel`` whose ``build_network(frames)`` returns a Keras ne
 the training input contract (``docs/architecture.md``)::
 
     inputs  {"lr": (B,K,H,W) float32 in [0,1], "qm": (B,K,H,W) float32 0/1, "frame_mask": (B,K) float32}
+            and optionally "prior": (B,3H,3W) float32 in [0,1] (a classical model's prediction)
     output  (B,3H,3W,1) float32 in [0,1] units
+
+A network that declares the ``prior`` input (``prior_input()``) is trained on the priors stored in
+the TFRecords (``tfrecords.prior``); ``probav.training`` records how they were made
+(``settings["prior"]``: model name and ``classical`` params) and inference recomputes the prior of
+each scene the same way (``prior_of``).
 
 Networks are fully convolutional: they train on P×P patches (``input.patch_size``) and predict
 whole 128×128 scenes. ``probav.training`` trains them; this module only builds, runs, saves and
@@ -231,13 +237,25 @@ class ExpandChannel(layers.Layer):
         return x[..., None]
 
 
+def clear_deviations(lr, qm, frame_mask, median, mean: float, std: float):
+    """The frames as the networks see them, from (B,K,H,W) lr/qm, (B,K) frame_mask, (B,H,W) median:
+
+    ``deviations`` (lr_k − median)·c_k in [0,1] units (0 under clouds and for padding), ``centre``
+    (median − mean)/std (B,1,H,W), ``clear`` c_k = qm_k·fm_k and ``real`` fm_k broadcast (B,K,H,W)."""
+    real = tf.broadcast_to(tf.cast(frame_mask, lr.dtype)[:, :, None, None], tf.shape(lr))
+    clear = tf.cast(qm > 0.5, lr.dtype) * real
+    deviations = (lr - median[:, None]) * clear
+    centre = ((median - mean) / std)[:, None]
+    return deviations, centre, clear, real
+
+
 @keras.saving.register_keras_serializable(package=_PKG)
 class FramesToChannels(layers.Layer):
     """Multi-frame network input: (B,K,H,W) frames → (B,H,W,3K+1) channels.
 
     Channels: K clear deviations from the median ``(lr_k − median)/std · qm_k · fm_k`` (0 under
     clouds and for padding), the normalised median ``(median − mean)/std``, K clear masks
-    ``qm_k · fm_k``, and K frame-mask planes.
+    ``qm_k · fm_k``, and K frame-mask planes (``clear_deviations``).
     """
 
     def __init__(self, mean: float = 0.0, std: float = 1.0, **kwargs):
@@ -246,11 +264,8 @@ class FramesToChannels(layers.Layer):
         self.std = float(std)
 
     def call(self, lr, qm, frame_mask, median):
-        fm = tf.broadcast_to(tf.cast(frame_mask, lr.dtype)[:, :, None, None], tf.shape(lr))
-        clear = tf.cast(qm > 0.5, lr.dtype) * fm
-        deviations = (lr - median[:, None]) / self.std * clear
-        centre = ((median - self.mean) / self.std)[:, None]
-        stacked = tf.concat([deviations, centre, clear, fm], axis=1)  # (B,3K+1,H,W)
+        deviations, centre, clear, real = clear_deviations(lr, qm, frame_mask, median, self.mean, self.std)
+        stacked = tf.concat([deviations / self.std, centre, clear, real], axis=1)  # (B,3K+1,H,W)
         return tf.transpose(stacked, [0, 2, 3, 1])
 
     def compute_output_shape(self, lr_shape, *_):
@@ -298,6 +313,11 @@ def contract_inputs(frames: int):
     return (keras.Input((frames, None, None), name="lr"),
             keras.Input((frames, None, None), name="qm"),
             keras.Input((frames,), name="frame_mask"))
+
+
+def prior_input():
+    """The optional fourth input: the classical prior (B,3H,3W) in [0,1] (``tfrecords.prior``)."""
+    return keras.Input((None, None), name="prior")
 
 
 # ----------------------------------------------------------------------------- the base class
@@ -362,6 +382,36 @@ class DeepModel(SRModel):
             raise RuntimeError(f"{self.name}: call set_normalisation(mean, std) before building the network")
         return self.settings["normalisation"]
 
+    @property
+    def input_names(self) -> list[str]:
+        """Names of the network's inputs (a subset of the pipeline's: lr, qm, frame_mask, prior)."""
+        if self.network is None:
+            raise RuntimeError(f"{self.name}: the network is not built or loaded")
+        return [t.name for t in self.network.inputs]
+
+    @property
+    def uses_prior(self) -> bool:
+        return "prior" in self.input_names
+
+    def set_prior(self, spec: dict | None) -> None:
+        """How the training priors were made (``probav.data.tfrecords.prior_spec``); needed by
+        ``uses_prior`` networks."""
+        self.settings["prior"] = spec
+
+    def prior_of(self, scene: Scene) -> np.ndarray:
+        """The (384,384) prior of a scene in [0,1] units: the one read with it from the TFRecords
+        (``extra["prior"]``), else recomputed with the model and settings it was trained on."""
+        from probav.data.tfrecords import prior_image
+
+        image = scene.extra.get("prior")
+        if image is None:
+            spec = self.settings.get("prior")
+            if not spec:
+                raise ValueError(f"{self.name}: the network takes a prior but was saved without the settings "
+                                 f"that make it (retrain it on TFRecords built with tfrecords.prior set)")
+            image = prior_image(scene, spec)
+        return np.asarray(image, np.float32) / 65535.0
+
     def set_normalisation(self, mean: float, std: float) -> None:
         """Mean and standard deviation of the clear LR values of the training data ([0,1] units)."""
         mean, std = float(mean), float(std)
@@ -417,8 +467,10 @@ class DeepModel(SRModel):
 
         return _as_inputs(select_frames(scene.lr, scene.qm, self.frames, "top_k"), self.frames)
 
-    def predict_arrays(self, lr: np.ndarray, qm: np.ndarray, frame_mask: np.ndarray) -> np.ndarray:
-        """SR image (3H,3W) float in [0,1] units of one input (K,H,W), with the self-ensemble if set."""
+    def predict_arrays(self, lr: np.ndarray, qm: np.ndarray, frame_mask: np.ndarray,
+                       prior: np.ndarray | None = None) -> np.ndarray:
+        """SR image (3H,3W) float in [0,1] units of one input (K,H,W) (and its (3H,3W) prior when the
+        network takes one), with the self-ensemble if set."""
         n = max(int(self.self_ensemble), 1)
         members = [(np.arange(self.frames), 0)]
         if n > 1:
@@ -432,6 +484,10 @@ class DeepModel(SRModel):
             "qm": np.stack([dihedral(qm[o], t) for o, t in members]).astype(np.float32),
             "frame_mask": np.stack([frame_mask[o] for o, _ in members]).astype(np.float32),
         }
+        if self.uses_prior:
+            if prior is None:
+                raise ValueError(f"{self.name}: the network needs the scene's prior")
+            batch["prior"] = np.stack([dihedral(prior, t) for _, t in members]).astype(np.float32)
         out = np.asarray(self._predict(batch))[..., 0]
         return np.mean([dihedral_inverse(out[i], t) for i, (_, t) in enumerate(members)], axis=0)
 
@@ -450,7 +506,8 @@ class DeepModel(SRModel):
         if self.network is None:
             raise RuntimeError(f"{self.name}: the network is not built or loaded")
         lr, qm, frame_mask = self.select(scene)
-        return to_uint16(self.predict_arrays(lr, qm, frame_mask))
+        prior = self.prior_of(scene) if self.uses_prior else None
+        return to_uint16(self.predict_arrays(lr, qm, frame_mask, prior))
 
     # --- persistence
     def save(self, model_dir: os.PathLike | str) -> None:

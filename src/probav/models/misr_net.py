@@ -1,26 +1,41 @@
-"""``misr_net``: a RAMS-like multi-frame network (3D features, feature and temporal attention),
-sized for CPU training.
+"""``misr_net``: a RAMS-like multi-frame network (3D features, feature and temporal attention)
+refining a classical registered fusion, sized for CPU training.
 
 Inputs follow the training input contract (``docs/architecture.md``): ``lr`` and ``qm``
-(B,K,H,W) float32 in [0,1] / {0,1}, ``frame_mask`` (B,K); output (B,3H,3W,1) in [0,1] units.
-Fully convolutional: any H, W (32×32 patches in training, 128×128 scenes at inference).
-F = ``model.filters``, N = ``model.blocks``, F3 = ``model.misr_filters_3d``,
-N3 = ``model.misr_blocks_3d``, t = ``model.misr_temporal_kernel``; mean/std: the training data's
-clear LR statistics (``DeepModel.set_normalisation``)::
+(B,K,H,W) float32 in [0,1] / {0,1}, ``frame_mask`` (B,K), and with the default
+``model.misr_base: prior`` the ``prior`` (B,3H,3W): the prediction of the classical model named by
+``tfrecords.prior`` (``shift_and_add``), stored in the TFRecords and recomputed at inference.
+Output (B,3H,3W,1) in [0,1] units. Fully convolutional: any H, W (32×32 patches in training,
+128×128 scenes at inference). F = ``model.filters``, N = ``model.blocks``, F3 =
+``model.misr_filters_3d``, N3 = ``model.misr_blocks_3d``, t = ``model.misr_temporal_kernel``;
+mean/std: the training data's clear LR statistics (``DeepModel.set_normalisation``)::
 
     median       clear median M of the K frames (``deep.ClearMedian``: QM and frame_mask aware)
     frames       per frame k: [ (x_k−M)/std·c_k, (M−mean)/std, c_k ]  c_k = qm_k·fm_k    (B,K,H,W,3)
     stem         Conv3D F3, kernel (t,3,3) — frames are the depth axis                    (B,K,H,W,F3)
     3D RFAB ×N3  Conv3D (t,3,3) → ReLU → Conv3D (t,3,3) + Dense(mean over real frames)
                  → channel attention (squeeze-excitation, reduction r) → + skip
-    temporal     1×1×1 Conv3D scores + β·qm_k, padded frames excluded, softmax over K:
-    attention      • feature-wise (F3 scores) → fused features                           (B,H,W,F3)
-                   • image (1 score) → fused deviation D = Σ_k w_k·(x_k−M)·c_k              (B,H,W)
+    temporal     1×1×1 Conv3D scores + β·qm_k, padded frames excluded, softmax over K
+    attention    → fused features                                                        (B,H,W,F3)
+    prior        (prior−mean)/std, its 3×3 HR blocks as 9 channels on the LR grid, joined
+                 to the fused features                                                   (B,H,W,F3+9)
     2D body      Conv2D F → N × RFAB2D (Conv-ReLU-Conv-SE + skip) → Conv2D + long skip
     upsampling   zero-initialised Conv2D 9 → depth_to_space(3) (sub-pixel ×3), × std = residual
-    global path  ×3 cubic-spline upscale (exactly the official baseline's skimage order-3
-                 rescale, edge mode) of M + g·D, g a trainable gate starting at 0
-    output       upscale(M + g·D) + residual                                             (B,3H,3W,1)
+    output       prior + residual                                                        (B,3H,3W,1)
+
+Why a classical prior as the global path: RAMS adds its residual to a 2-D fusion of the frames and
+learns registration implicitly from 1,000+ scenes and days of GPU training; with 72 training scenes
+and a few minutes of CPU, a network starting from the median (the RAMS-like ``misr_base:
+median`` below) plateaued about 0.4 dB under ``shift_and_add``, whose explicit sub-pixel
+registration and robust fusion it could not learn in that budget. Starting from the registered
+fusion (as DeepSUM and HighRes-net start from registered or reference frames), the network learns
+what that fusion gets wrong: residual aliasing, blur, cloud and land-change artefacts, using the
+attention-fused frames. Untrained (last conv 0) it outputs the prior exactly.
+
+``model.misr_base: median`` is the RAMS-like global path instead, with no prior input: the
+median corrected by an image-wise temporal attention over the frames' clear deviations
+(D = Σ_k w_k·(x_k−M)·c_k), ×3 cubic spline (the official baseline's interpolation):
+``upscale(M + g·D) + residual``, g a trainable gate starting at 0; untrained, the ``median`` model.
 
 With the default t = 1 the frames interact only through means over the real frames and the
 attention softmax: the network is exactly invariant to frame order (the permutations of a
@@ -28,23 +43,21 @@ self-ensemble change nothing; flips still do) and the same weights work for any 
 RAMS' 3D temporal convolutions (order dependent; pair it with frame-permutation augmentation).
 Padded frames (frame_mask 0) enter as zeros and get zero attention weight, so their content has
 no effect. Clouded pixels enter as zero deviations and get little weight (β starts at
-``model.misr_qm_bias``). Untrained (g = 0, last conv 0), the network is the ``median`` model.
-Temporal convolutions with t = 1 run as one Conv2D over the B·K frames (the same maths as a
-Conv3D of kernel (1,3,3), about twice as fast on CPU).
+``model.misr_qm_bias``). Temporal convolutions with t = 1 run as one Conv2D over the B·K frames
+(the same maths as a Conv3D of kernel (1,3,3), about twice as fast on CPU).
 """
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from probav.models.deep import Affine, ClearMedian, DeepModel, contract_inputs, subpixel_upsample
+from probav.models.deep import (Affine, ClearMedian, DeepModel, ExpandChannel, SpaceToDepth, SplineUpsample,
+                                clear_deviations, contract_inputs, prior_input, subpixel_upsample)
 from probav.models.registry import register
 from probav.scene import SCALE
 
 _PKG = "probav_misr"
-UPSAMPLE_RADIUS = 8  # LR taps each side of the fixed cubic-spline ×3 upscale
 
 DEFAULTS = {
     "blocks": 4,                    # 2D residual feature attention blocks after the fusion
@@ -54,37 +67,9 @@ DEFAULTS = {
     "misr_temporal_kernel": 1,      # 1: frame-order invariant | 3: RAMS-like temporal convolutions
     "misr_attention_reduction": 8,  # channel attention (squeeze-excitation) reduction ratio
     "misr_qm_bias": 4.0,            # initial attention logit bonus of a clear pixel over a clouded one
+    "misr_base": "prior",           # global path: prior (the TFRecords' classical prior) | median (RAMS-like)
 }
-
-
-# ----------------------------------------------------------------------------- fixed upscale
-
-def _bspline3(t: np.ndarray) -> np.ndarray:
-    t = np.abs(t)
-    return np.where(t < 1, 2 / 3 - t ** 2 + t ** 3 / 2, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
-
-
-def _cardinal_cubic_spline(x: np.ndarray, terms: int = 30) -> np.ndarray:
-    """Impulse response of cubic-spline interpolation (B-spline with its prefilter c_k = √3 (√3−2)^|k|)."""
-    k = np.arange(-terms, terms + 1)
-    coeffs = np.sqrt(3.0) * (np.sqrt(3.0) - 2.0) ** np.abs(k)
-    return (coeffs[None, :] * _bspline3(np.asarray(x, float)[:, None] - k[None, :])).sum(axis=1)
-
-
-def spline3_kernel(radius: int = UPSAMPLE_RADIUS) -> np.ndarray:
-    """(2r+1,2r+1,1,9) kernel: channel 3a+b is HR sub-pixel (a,b) of the ×3 cubic-spline upscale.
-
-    Matches the official baseline's ``skimage.transform.rescale(x, 3, order=3, mode='edge')``
-    (half-pixel grid, HR pixel a ↔ LR offset (a−1)/3) to about 1e-5 with edge-replicated input,
-    except that skimage also clips to the input's range."""
-    offsets = np.arange(-radius, radius + 1)
-    taps = np.stack([_cardinal_cubic_spline(offsets - (a - 1) / 3.0) for a in range(SCALE)])
-    taps /= taps.sum(axis=1, keepdims=True)
-    kernel = np.zeros((2 * radius + 1, 2 * radius + 1, 1, SCALE * SCALE), np.float32)
-    for a in range(SCALE):
-        for b in range(SCALE):
-            kernel[:, :, 0, SCALE * a + b] = np.outer(taps[a], taps[b])
-    return kernel
+BASES = ("prior", "median")
 
 
 # ----------------------------------------------------------------------------- layers
@@ -102,11 +87,8 @@ class PrepareFrames(layers.Layer):
         self.std = float(std)
 
     def call(self, lr, qm, frame_mask, median):
-        fm = tf.broadcast_to(tf.cast(frame_mask, lr.dtype)[:, :, None, None], tf.shape(lr))
-        clear = tf.cast(qm > 0.5, lr.dtype) * fm
-        deviation = (lr - median[:, None]) * clear
-        centre = (median[:, None] - self.mean) / self.std * fm
-        frames = tf.stack([deviation / self.std, centre, clear], axis=-1)
+        deviation, centre, clear, real = clear_deviations(lr, qm, frame_mask, median, self.mean, self.std)
+        frames = tf.stack([deviation / self.std, centre * real, clear], axis=-1)
         return frames, deviation[..., None], clear
 
     def get_config(self):
@@ -214,24 +196,6 @@ class GatedAnchor(layers.Layer):
         return median[..., None] + self.gate * deviation
 
 
-@keras.saving.register_keras_serializable(package=_PKG)
-class SplineUpsample3(layers.Layer):
-    """Fixed ×3 cubic-spline upscale of (B,H,W,1): the official baseline's (edge mode, no clipping)."""
-
-    def build(self, input_shape):
-        self.kernel = tf.constant(spline3_kernel())
-
-    def call(self, x):
-        r = UPSAMPLE_RADIUS
-        x = tf.concat([tf.repeat(x[:, :1], r, axis=1), x, tf.repeat(x[:, -1:], r, axis=1)], axis=1)
-        x = tf.concat([tf.repeat(x[:, :, :1], r, axis=2), x, tf.repeat(x[:, :, -1:], r, axis=2)], axis=2)
-        return tf.nn.depth_to_space(tf.nn.conv2d(x, self.kernel, strides=1, padding="VALID"), SCALE)
-
-    def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        return (b, None if h is None else h * SCALE, None if w is None else w * SCALE, c)
-
-
 # ----------------------------------------------------------------------------- blocks
 
 def _conv3d(filters: int, t: int, name: str, **kwargs):
@@ -265,17 +229,22 @@ def build_misr_net(frames: int = 9, blocks: int = DEFAULTS["blocks"], filters: i
                    filters_3d: int = DEFAULTS["misr_filters_3d"], blocks_3d: int = DEFAULTS["misr_blocks_3d"],
                    temporal_kernel: int = DEFAULTS["misr_temporal_kernel"],
                    attention_reduction: int = DEFAULTS["misr_attention_reduction"],
-                   qm_bias: float = DEFAULTS["misr_qm_bias"], name: str = "misr_net") -> keras.Model:
-    """The network: inputs ``lr``/``qm`` (B,K,H,W), ``frame_mask`` (B,K); output (B,3H,3W,1) in [0,1].
+                   qm_bias: float = DEFAULTS["misr_qm_bias"], base: str = DEFAULTS["misr_base"],
+                   name: str = "misr_net") -> keras.Model:
+    """The network: inputs ``lr``/``qm`` (B,K,H,W), ``frame_mask`` (B,K) (and ``prior`` (B,3H,3W) with
+    ``base="prior"``); output (B,3H,3W,1) in [0,1].
 
     ``mean``/``std``: the clear LR statistics of the training data ([0,1] units)."""
     if int(temporal_kernel) not in (1, 3):
         raise ValueError(f"model.misr_temporal_kernel must be 1 (frame-order invariant) or 3 (RAMS-like), "
                          f"got {temporal_kernel}")
+    if base not in BASES:
+        raise ValueError(f"model.misr_base must be one of {', '.join(BASES)}, got {base!r}")
     if not std > 0:
         raise ValueError(f"std must be positive, got {std}")
     t = int(temporal_kernel)
     lr, qm, fm = contract_inputs(frames)
+    inputs = {"lr": lr, "qm": qm, "frame_mask": fm}
     median = ClearMedian(name="median")(lr, qm, fm)
     frames_in, deviation, clear = PrepareFrames(mean, std, name="prepare")(lr, qm, fm, median)
 
@@ -284,11 +253,23 @@ def build_misr_net(frames: int = 9, blocks: int = DEFAULTS["blocks"], filters: i
     for i in range(int(blocks_3d)):
         h = _rfab3d(h, fm, filters_3d, t, attention_reduction, f"rfab3d_{i}")
 
-    # Temporal attention: fuse the features, and the frames' clear deviations from the median.
+    # Temporal attention: fuse the features (and, for the median base, the frames' clear deviations).
     feat_scores = layers.Conv3D(filters_3d, 1, kernel_initializer="zeros", name="feat_scores")(h)
     fused = TemporalAttention(qm_bias, name="feat_attention")(feat_scores, h, clear, fm)
-    img_scores = layers.Conv3D(1, 1, kernel_initializer="zeros", name="img_scores")(h)
-    fused_dev = TemporalAttention(qm_bias, name="img_attention")(img_scores, deviation, clear, fm)
+
+    if base == "prior":
+        # The classical fusion is the starting point; the body sees it, rearranged onto the LR grid
+        # (3×3 HR pixels → 9 channels), beside the fused frame features, and learns its correction.
+        inputs["prior"] = prior_input()
+        prior = ExpandChannel(name="prior_channel")(inputs["prior"])
+        prior_lr = SpaceToDepth(SCALE, name="prior_to_lr")(Affine(1.0 / std, -mean / std, name="prior_norm")(prior))
+        fused = layers.Concatenate(name="with_prior")([fused, prior_lr])
+        global_path = prior
+    else:
+        # The median corrected by the attention-fused deviations, cubic-spline ×3.
+        img_scores = layers.Conv3D(1, 1, kernel_initializer="zeros", name="img_scores")(h)
+        fused_dev = TemporalAttention(qm_bias, name="img_attention")(img_scores, deviation, clear, fm)
+        global_path = SplineUpsample(SCALE, name="spline_upsample")(GatedAnchor(name="anchor")(median, fused_dev))
 
     # 2D body on the fused features, sub-pixel ×3 residual.
     x = layers.Conv2D(filters, 3, padding="same", name="body_head")(fused)
@@ -298,11 +279,8 @@ def build_misr_net(frames: int = 9, blocks: int = DEFAULTS["blocks"], filters: i
     x = layers.Conv2D(filters, 3, padding="same", name="body_tail")(x)
     x = layers.Add(name="body_skip")([x, skip])
     residual = Affine(std, 0.0, name="denormalise")(subpixel_upsample(x, 1, SCALE, "upsample"))
-
-    # Global path: the median corrected by the fused deviations, cubic-spline ×3.
-    base = SplineUpsample3(name="spline_upsample")(GatedAnchor(name="anchor")(median, fused_dev))
-    out = layers.Add(name="sr")([base, residual])
-    return keras.Model({"lr": lr, "qm": qm, "frame_mask": fm}, out, name=name)
+    out = layers.Add(name="sr")([global_path, residual])
+    return keras.Model(inputs, out, name=name)
 
 
 @register("misr_net")
@@ -319,4 +297,4 @@ class MisrNet(DeepModel):
             filters_3d=int(self._hp("misr_filters_3d")), blocks_3d=int(self._hp("misr_blocks_3d")),
             temporal_kernel=int(self._hp("misr_temporal_kernel")),
             attention_reduction=int(self._hp("misr_attention_reduction")),
-            qm_bias=float(self._hp("misr_qm_bias")), name=self.name)
+            qm_bias=float(self._hp("misr_qm_bias")), base=str(self._hp("misr_base")), name=self.name)

@@ -603,7 +603,9 @@ def findings(runs: list[ModelRun], source: str) -> str:
                     "stacked frames in a fixed order are a weak way to fuse unregistered frames.",
                     "- `{a}` and `{b}` tie ({sa})."))
     out.append(pair("misr_net", "shift_and_add",
-                    "- The multi-frame network `{a}` ({sa}) beats the classical `{b}` ({sb}).",
+                    "- The multi-frame network `{a}` ({sa}) beats the classical `{b}` ({sb}). With "
+                    "`model.misr_base: prior` (the default) it starts from `{b}`'s own fusion, so the difference "
+                    "is what the network learned to correct in it.",
                     "- The multi-frame network `{a}` ({sa}) does not beat the classical `{b}` ({sb}): with the "
                     "training this run could afford, explicit registration and robust fusion still win.",
                     "- `{a}` and `{b}` tie ({sa})."))
