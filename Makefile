@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install repro test test-fast bench report clean-venv
+.PHONY: install repro test test-fast bench gpu-estimate report clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -f -s bench/dvc.yaml:bench
+
+# Expected training time of the full-size GPU profile (traced FLOPs + metrics/bench.json); no GPU needed.
+gpu-estimate: $(STAMP)
+	$(BIN)/probav profile profiles/gpu-real.yaml --estimate --out reports/gpu-real-estimate.md
 
 clean-venv:
 	rm -rf $(VENV)

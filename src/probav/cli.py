@@ -3,6 +3,7 @@
     probav predict --model shift_and_add --data DATA --split test --out predictions/
     probav score predictions/ --data DATA [--json]
     probav validate-submission submission/submission.zip [--data DATA]
+    probav profile profiles/gpu-real.yaml [--exp-args | --estimate]
 
 DATA is a folder in the official archive layout (``norm.csv``, ``train/``, ``test/``). Bad input
 (a missing scene, a wrong image size, a corrupt PNG, a name not in the data) ends with a one-line
@@ -21,6 +22,8 @@ EPILOG = """examples:
   probav score pred/ --data ../shared/probav-mini
   probav score submission/submission.zip --data data/raw --scenes imgset0000,imgset0001 --json
   probav validate-submission submission/submission.zip --data data/raw
+  dvc exp run $(probav profile profiles/gpu-real.yaml --exp-args)
+  probav profile profiles/gpu-real.yaml --estimate --tflops 25
 
 The score is the official one: per scene, the best of 49 shifted, brightness-bias-corrected clear-pixel
 cPSNRs against HR; score = norm.csv value / cPSNR (lower is better; the official baseline scores 1)."""
@@ -176,6 +179,81 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measured(bench_json: Path) -> dict:
+    """What ``metrics/bench.json`` measured that the estimate scales: the shift_and_add inference rate
+    (one process) and the training input pipeline's examples/s per core ({} without a benchmark)."""
+    if not bench_json.is_file():
+        return {}
+    bench = json.loads(bench_json.read_text())
+    prior = ((((bench.get("models") or {}).get("shift_and_add") or {}).get("inference") or {})
+             .get("scenes_per_s") or {}).get("median")
+    examples = ((bench.get("pipeline") or {}).get("examples_per_s") or {}).get("median")
+    cores = (bench.get("meta") or {}).get("cpu_count") or 1
+    return {"prior_scenes_per_core_s": prior, "input_examples_per_core_s": examples / cores if examples else None,
+            "source": str(bench_json)}
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from probav.profiles import (RANGE, apply_profile, estimate_training, exp_run_args, flatten, load_profile,
+                                 prior_hours)
+
+    params = _load_params(args.params)
+    if not params:
+        raise CliError("no params.yaml here: run from the repository root or give --params")
+    overrides = load_profile(args.profile, params)
+    if args.exp_args:
+        print(" ".join(exp_run_args(overrides)))
+        return 0
+    if not args.estimate:
+        for key, value in flatten(overrides):
+            node = params
+            for part in key.split("."):
+                node = node[part]
+            print(f"{key}: {node!r} -> {value!r}")
+        return 0
+    merged = apply_profile(params, overrides)
+    models = args.models.split(",") if args.models else list(merged.get("deep_models") or [])
+    measured = _measured(Path(args.bench))
+    per_core = measured.get("input_examples_per_core_s")
+    rows = estimate_training(merged, models, args.tflops, dev_scenes=args.dev_scenes,
+                             input_examples_per_s=per_core * args.cores if per_core else None)
+    prior_rate = measured.get("prior_scenes_per_core_s")
+    prior = ({"scenes": args.scenes, "cores": args.cores, "scenes_per_core_s": prior_rate,
+              "hours": prior_hours(args.scenes, prior_rate, args.cores)} if prior_rate else None)
+    if args.json:
+        print(json.dumps({"profile": str(args.profile), "cores": args.cores, "measured": measured,
+                          "models": rows, "prior": prior}, indent=2))
+        return 0
+    lo, hi = (args.tflops * f for f in RANGE)
+    lines = [f"Expected training time under `{args.profile}`: compute at an assumed {args.tflops:g} TFLOP/s "
+             f"sustained (range {hi:g} to {lo:g}), FLOPs traced from the real train step; input = the training "
+             f"examples at the input pipeline's measured rate per core × {args.cores} cores"
+             + (f" ({per_core:.0f} examples/s per core, {measured['source']})" if per_core
+                else " (no benchmark: not counted)")
+             + "; hours = the larger. An estimate, not a GPU measurement.", "",
+             "| model | parameters | GFLOP/step | steps | validation passes | compute h | input h | hours (range) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        input_h = "—" if r["input_hours"] is None else f"{r['input_hours']:.2f}"
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {r['gflop_per_step']:.1f} | {r['steps']:,} | "
+                     f"{r['validation_passes']:,} | {r['compute_hours']:.2f} | {input_h} | {r['hours']:.2f} "
+                     f"({r['hours_range'][0]:.2f}–{r['hours_range'][1]:.2f}) |")
+    lines.append(f"| all | | | | | | | {sum(r['hours'] for r in rows):.2f} |")
+    if prior:
+        lines += ["", f"Once per archive: the shift_and_add prior of {prior['scenes']} scenes on {prior['cores']} "
+                      f"cores at {prior_rate:.2f} scenes/s per core ({measured['source']}): "
+                      f"{60 * prior['hours']:.1f} min."]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from probav.models.registry import available_models
 
@@ -218,6 +296,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("zip", help="the submission zip")
     p.add_argument("--data", default=None, help="data root: expect exactly its test scenes")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("profile", help="show, apply (as a DVC experiment) or cost a params profile",
+                       description="A profile (profiles/*.yaml) overrides some keys of params.yaml. Without "
+                                   "options: each key's current and new value. --exp-args: the arguments of "
+                                   "`dvc exp run` that apply it. --estimate: the expected training time of each "
+                                   "network under it, from the FLOPs of its traced training step and an assumed "
+                                   "sustained throughput (no GPU needed; an estimate, not a measurement).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("profile", help="the profile, e.g. profiles/gpu-real.yaml")
+    p.add_argument("--params", default=None, help="parameters file (default: ./params.yaml)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--exp-args", action="store_true", help="print `-S key=value ...` for `dvc exp run`")
+    what.add_argument("--estimate", action="store_true", help="expected training time per network")
+    p.add_argument("--tflops", type=float, default=25.0, help="assumed sustained TFLOP/s of the GPU")
+    p.add_argument("--models", default=None, help="comma-separated networks (default: deep_models)")
+    p.add_argument("--dev-scenes", type=int, default=290, help="dev scenes validated each epoch when "
+                                                                "train.validation_scenes is 0 (all)")
+    p.add_argument("--scenes", type=int, default=1450, help="scenes whose prior the tfrecords stage computes")
+    p.add_argument("--cores", type=int, default=16, help="CPU cores for the prior")
+    p.add_argument("--bench", default="metrics/bench.json", help="measured shift_and_add rate for the prior")
+    p.add_argument("--json", action="store_true", help="with --estimate: one JSON object")
+    p.add_argument("--out", default=None, help="with --estimate: write the Markdown table to this file")
+    p.set_defaults(func=cmd_profile)
     return parser
 
 
