@@ -285,6 +285,25 @@ def test_experiments_table(monkeypatch):
     assert build.parse_experiments({"not": "a list"}) is None
 
 
+def test_experiments_table_of_misr_base_lists_only_misr_net(monkeypatch):
+    def entry(name, base, misr, single):
+        return {"rev": "abc", "name": name, "data": {
+            "params": {"params.yaml": {"data": {"model": {"blocks": 4, "misr_base": base}}}},
+            "metrics": {"metrics/misr_net.json": {"data": {"model": "misr_net", "mean_score": misr}},
+                        "metrics/residual_single.json": {"data": {"model": "residual_single",
+                                                                  "mean_score": single}}}}}
+    data = [dict(entry("main", "prior", 0.96, 0.99), experiments=[{"revs": [entry("exp-m", "median", 0.98, 0.99)]}])]
+    rows = build.parse_experiments(data)
+    monkeypatch.setattr(build, "experiments", lambda repo, options: rows)
+    params = {"deep_models": ["residual_single", "misr_net"]}
+    text = build.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    table = _table_after(text, "**model.misr_base**").set_index("model")
+    assert list(table.index) == ["misr_net"]   # the other networks do not read model.misr_base
+    assert table.loc["misr_net", "model.misr_base = median"] == "0.9800"
+    assert table.loc["misr_net", "model.misr_base = prior"] == "0.9600"
+    assert "**model.blocks**" not in text      # one value only: no table
+
+
 def test_empty_run(tmp_path: Path):
     """Nothing but params.yaml and a README: the report still builds and says what is missing."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

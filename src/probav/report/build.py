@@ -860,7 +860,7 @@ def experiments(repo: Path, options: Options) -> pd.DataFrame | None:
 
 
 def parse_experiments(data) -> pd.DataFrame | None:
-    """Rows (experiment, model, mean_score, model.blocks, input.frames, self_ensemble) from the JSON of
+    """Rows (experiment, model, mean_score, model.blocks, model.misr_base, input.frames, self_ensemble) from the JSON of
     ``dvc exp show --json``: the workspace, the commits and every experiment under them."""
     if not isinstance(data, list):
         return None
@@ -877,6 +877,7 @@ def parse_experiments(data) -> pd.DataFrame | None:
                 rows.append({"experiment": name, "model": m.get("model", Path(path).stem),
                              "mean_score": m["mean_score"],
                              "model.blocks": (params.get("model") or {}).get("blocks"),
+                             "model.misr_base": (params.get("model") or {}).get("misr_base"),
                              "input.frames": (params.get("input") or {}).get("frames"),
                              "self_ensemble": (params.get("model") or {}).get("self_ensemble",
                                                                               m.get("self_ensemble"))})
@@ -922,10 +923,14 @@ def effects_section(runs, params, paths, index, options) -> str:
     deep = set(params.get("deep_models") or [])
     tables = []
     if exps is not None and not exps.empty:
-        for column in ("model.blocks", "input.frames", "self_ensemble"):
+        # The models that read each setting (classical models read none of them but self_ensemble's).
+        readers = {"model.blocks": deep, "model.misr_base": {"misr_net"}, "input.frames": deep}
+        for column in ("model.blocks", "model.misr_base", "input.frames", "self_ensemble"):
+            if column not in exps:
+                continue
             rows = exps.dropna(subset=[column])
-            if column != "self_ensemble":
-                rows = rows[rows["model"].isin(deep)]  # classical models do not read these settings
+            if column in readers:
+                rows = rows[rows["model"].isin(readers[column])]
             if rows.empty or rows[column].astype(str).nunique() < 2:
                 continue
             pivot = rows.groupby(["model", column])["mean_score"].min().unstack(column)
