@@ -218,3 +218,23 @@ def test_stage_trains_from_tfrecords(tmp_path, monkeypatch):
     sr = model.predict(scene(rng, "imgset0009"))
     assert sr.shape == (384, 384) and sr.dtype == np.uint16
     assert stage.main(["baseline", "--tfrecords", str(records)]) == 1  # not trainable
+
+
+def test_a_prior_network_needs_records_with_a_prior_and_gets_only_its_inputs(tmp_path):
+    inputs, target = synthetic_arrays(4)
+    plain = tf.data.Dataset.from_tensor_slices((inputs, target)).batch(2)
+    with pytest.raises(ValueError, match="must hold 'prior'"):
+        training.require_prior("misr_net", None, plain)
+    (tmp_path / "meta.json").write_text(json.dumps({"prior": None}))
+    with pytest.raises(ValueError, match=r"tfrecords\.prior .*dvc repro tfrecords.*misr_base: median"):
+        training.require_prior("misr_net", tmp_path, plain)
+    spec = {"model": "shift_and_add", "classical": {}}
+    (tmp_path / "meta.json").write_text(json.dumps({"prior": spec}))
+    assert training.require_prior("misr_net", tmp_path, plain) == spec
+
+    with_prior = tf.data.Dataset.from_tensor_slices(
+        ({**inputs, "prior": np.zeros((4, 36, 36), np.float32)}, target)).batch(2)
+    kept = training.network_inputs(with_prior, ["lr", "qm", "frame_mask"])
+    assert set(kept.element_spec[0]) == {"lr", "qm", "frame_mask"}
+    with pytest.raises(ValueError, match=r"lacks the network inputs \['prior'\]"):
+        training.network_inputs(plain, ["lr", "prior"])
