@@ -179,23 +179,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured(bench_json: Path) -> dict:
-    """What ``metrics/bench.json`` measured that the estimate scales: the shift_and_add inference rate
-    (one process) and the training input pipeline's examples/s per core ({} without a benchmark)."""
-    if not bench_json.is_file():
-        return {}
-    bench = json.loads(bench_json.read_text())
-    prior = ((((bench.get("models") or {}).get("shift_and_add") or {}).get("inference") or {})
-             .get("scenes_per_s") or {}).get("median")
-    examples = ((bench.get("pipeline") or {}).get("examples_per_s") or {}).get("median")
-    cores = (bench.get("meta") or {}).get("cpu_count") or 1
-    return {"prior_scenes_per_core_s": prior, "input_examples_per_core_s": examples / cores if examples else None,
-            "source": str(bench_json)}
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
-    from probav.profiles import (RANGE, apply_profile, estimate_training, exp_run_args, flatten, load_profile,
-                                 prior_hours)
+    from probav.profiles import (apply_profile, changes, estimate_markdown, estimate_training, exp_run_args,
+                                 load_profile, measured_rates, prior_cost)
 
     params = _load_params(args.params)
     if not params:
@@ -205,45 +191,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(" ".join(exp_run_args(overrides)))
         return 0
     if not args.estimate:
-        for key, value in flatten(overrides):
-            node = params
-            for part in key.split("."):
-                node = node[part]
-            print(f"{key}: {node!r} -> {value!r}")
+        for key, old, new in changes(params, overrides):
+            print(f"{key}: {old!r} -> {new!r}")
         return 0
     merged = apply_profile(params, overrides)
     models = args.models.split(",") if args.models else list(merged.get("deep_models") or [])
-    measured = _measured(Path(args.bench))
+    measured = measured_rates(args.bench)
     per_core = measured.get("input_examples_per_core_s")
     rows = estimate_training(merged, models, args.tflops, dev_scenes=args.dev_scenes,
                              input_examples_per_s=per_core * args.cores if per_core else None)
-    prior_rate = measured.get("prior_scenes_per_core_s")
-    prior = ({"scenes": args.scenes, "cores": args.cores, "scenes_per_core_s": prior_rate,
-              "hours": prior_hours(args.scenes, prior_rate, args.cores)} if prior_rate else None)
+    prior = prior_cost(args.scenes, measured.get("prior_scenes_per_core_s"), args.cores)
     if args.json:
         print(json.dumps({"profile": str(args.profile), "cores": args.cores, "measured": measured,
                           "models": rows, "prior": prior}, indent=2))
         return 0
-    lo, hi = (args.tflops * f for f in RANGE)
-    lines = [f"Expected training time under `{args.profile}`: compute at an assumed {args.tflops:g} TFLOP/s "
-             f"sustained (range {hi:g} to {lo:g}), FLOPs traced from the real train step; input = the training "
-             f"examples at the input pipeline's measured rate per core × {args.cores} cores"
-             + (f" ({per_core:.0f} examples/s per core, {measured['source']})" if per_core
-                else " (no benchmark: not counted)")
-             + "; hours = the larger. An estimate, not a GPU measurement.", "",
-             "| model | parameters | GFLOP/step | steps | validation passes | compute h | input h | hours (range) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        input_h = "—" if r["input_hours"] is None else f"{r['input_hours']:.2f}"
-        lines.append(f"| {r['model']} | {r['parameters']:,} | {r['gflop_per_step']:.1f} | {r['steps']:,} | "
-                     f"{r['validation_passes']:,} | {r['compute_hours']:.2f} | {input_h} | {r['hours']:.2f} "
-                     f"({r['hours_range'][0]:.2f}–{r['hours_range'][1]:.2f}) |")
-    lines.append(f"| all | | | | | | | {sum(r['hours'] for r in rows):.2f} |")
-    if prior:
-        lines += ["", f"Once per archive: the shift_and_add prior of {prior['scenes']} scenes on {prior['cores']} "
-                      f"cores at {prior_rate:.2f} scenes/s per core ({measured['source']}): "
-                      f"{60 * prior['hours']:.1f} min."]
-    text = "\n".join(lines) + "\n"
+    text = estimate_markdown(str(args.profile), rows, args.tflops, args.cores, measured, prior)
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(f".{out.name}.tmp")

@@ -16,6 +16,7 @@ machine measures the real steps per second.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 
@@ -41,19 +42,35 @@ def load_profile(path: os.PathLike | str, params: dict) -> dict:
         raise ValueError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(overrides, dict) or not overrides:
         raise ValueError(f"{path}: a profile is a mapping of params.yaml groups to the keys it changes")
-    unknown = [key for key, _ in flatten(overrides) if not _has(params, key)]
+    unknown = []
+    for key, _ in flatten(overrides):
+        try:
+            lookup(params, key)
+        except KeyError:
+            unknown.append(key)
     if unknown:
         raise ValueError(f"{path}: {', '.join(unknown)} not in params.yaml (a profile only changes existing keys)")
     return overrides
 
 
-def _has(params: dict, dotted: str) -> bool:
+_RAISE = object()
+
+
+def lookup(params: dict, dotted: str, default=_RAISE):
+    """The value of a dotted key (``train.misr_net.epochs``) in ``params``; ``default`` (or KeyError) if absent."""
     node = params
     for key in dotted.split("."):
         if not isinstance(node, dict) or key not in node:
-            return False
+            if default is _RAISE:
+                raise KeyError(dotted)
+            return default
         node = node[key]
-    return True
+    return node
+
+
+def changes(params: dict, overrides: dict) -> list[tuple[str, object, object]]:
+    """``[(dotted key, current value, profile value), …]``."""
+    return [(key, lookup(params, key), value) for key, value in flatten(overrides)]
 
 
 def flatten(overrides: dict, prefix: str = "") -> list[tuple[str, object]]:
@@ -137,6 +154,49 @@ def estimate_training(params: dict, models: list[str], tflops: float = DEFAULT_T
     return rows
 
 
-def prior_hours(scenes: int, scenes_per_core_second: float, cores: int) -> float:
-    """Hours to compute the classical prior of ``scenes`` scenes on ``cores`` CPU cores."""
-    return scenes / max(scenes_per_core_second * cores, 1e-12) / 3600
+def measured_rates(bench_json: os.PathLike | str) -> dict:
+    """What ``metrics/bench.json`` measured that the estimate scales: the shift_and_add inference rate
+    (one process) and the training input pipeline's examples/s per core ({} without a benchmark)."""
+    bench_json = Path(bench_json)
+    if not bench_json.is_file():
+        return {}
+    bench = json.loads(bench_json.read_text())
+    prior = lookup(bench, "models.shift_and_add.inference.scenes_per_s.median", None)
+    examples = lookup(bench, "pipeline.examples_per_s.median", None)
+    cores = lookup(bench, "meta.cpu_count", None) or 1
+    return {"prior_scenes_per_core_s": prior, "input_examples_per_core_s": examples / cores if examples else None,
+            "source": str(bench_json)}
+
+
+def prior_cost(scenes: int, scenes_per_core_second: float | None, cores: int) -> dict | None:
+    """Hours to compute the classical prior of ``scenes`` scenes on ``cores`` CPU cores (None without a rate)."""
+    if not scenes_per_core_second:
+        return None
+    return {"scenes": scenes, "cores": cores, "scenes_per_core_s": scenes_per_core_second,
+            "hours": scenes / (scenes_per_core_second * cores) / 3600}
+
+
+def estimate_markdown(profile: str, rows: list[dict], tflops: float, cores: int, measured: dict,
+                      prior: dict | None) -> str:
+    """The estimate as a sentence of assumptions, a Markdown table and the once-per-archive cost."""
+    lo, hi = (tflops * f for f in RANGE)
+    per_core = measured.get("input_examples_per_core_s")
+    lines = [f"Expected training time under `{profile}`: compute at an assumed {tflops:g} TFLOP/s "
+             f"sustained (range {hi:g} to {lo:g}), FLOPs traced from the real train step; input = the training "
+             f"examples at the input pipeline's measured rate per core × {cores} cores"
+             + (f" ({per_core:.0f} examples/s per core, {measured['source']})" if per_core
+                else " (no benchmark: not counted)")
+             + "; hours = the larger. An estimate, not a GPU measurement.", "",
+             "| model | parameters | GFLOP/step | steps | validation passes | compute h | input h | hours (range) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        input_h = "—" if r["input_hours"] is None else f"{r['input_hours']:.2f}"
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {r['gflop_per_step']:.1f} | {r['steps']:,} | "
+                     f"{r['validation_passes']:,} | {r['compute_hours']:.2f} | {input_h} | {r['hours']:.2f} "
+                     f"({r['hours_range'][0]:.2f}–{r['hours_range'][1]:.2f}) |")
+    lines.append(f"| all | | | | | | | {sum(r['hours'] for r in rows):.2f} |")
+    if prior:
+        lines += ["", f"Once per archive: the shift_and_add prior of {prior['scenes']} scenes on {prior['cores']} "
+                      f"cores at {prior['scenes_per_core_s']:.2f} scenes/s per core ({measured['source']}): "
+                      f"{60 * prior['hours']:.1f} min."]
+    return "\n".join(lines) + "\n"
