@@ -236,23 +236,65 @@ def test_phase_correlation_recovers_true_shifts():
     assert np.mean(errors) < 0.08, errors
 
 
-def test_single_frames_spread_and_norm_is_sensible():
+def test_single_frames_spread_and_the_reference_frame_is_the_best():
     settings = resolve_settings({"synthetic": {"min_frames": 9, "max_frames": 15, "mean_frames": 12}})
     settings.update(CLEAR_SKY)
-    spreads, gaps = [], []
+    spreads, margins = [], []
     for seed, band in ((3, "RED"), (4, "NIR"), (5, "RED")):
         scene, truth = simulate_scene(np.random.default_rng(seed), band, "imgset0000", "train", settings)
         assert 35 < scene.norm < 60
         single = np.array([shifted_cpsnr(to_uint16(bicubic_upscale(f / 65535.0)), scene.hr, scene.sm)
                            for f in scene.lr])
-        days = np.array([f["days"] for f in truth["frames"]])
         spreads.append(single.max() - single.min())
-        far = single[np.abs(days) >= 10]
-        if truth["close_frame"] and len(far):
-            gaps.append(single[days == 0].max() - np.median(far))
+        ref = truth["reference"]
+        margins.append(single[ref] - np.delete(single, ref).max())
         assert 30 < single.min() and single.max() < 65
     assert np.mean(spreads) > 1.5, spreads        # frames differ from the HR by a few dB
-    assert gaps and np.mean(gaps) > 0.5, gaps     # the frame of the HR's day is the closest
+    assert min(margins) > 0.2, margins            # the frame of the HR's pass is the best, as on real scenes
+    assert np.mean(margins) > 0.5, margins
+
+
+def test_the_reference_frame_is_the_binned_hr_with_its_clouds():
+    """One frame per scene is the HR's pass: the HR binned 3×3 at a whole-pixel offset (to noise and a
+    slight blur), brightness unchanged, its QM matching the SM's clouds; the others are not."""
+    settings = resolve_settings({"synthetic": {"min_frames": 9, "max_frames": 12, "mean_frames": 10}})
+    settings.update(hr_cloud_prob=1.0, hr_max_cloud=0.2)
+    positions = set()
+    for seed, band in ((11, "RED"), (12, "NIR"), (13, "RED")):
+        scene, truth = simulate_scene(np.random.default_rng(seed), band, "imgset0000", "train", settings)
+        ref = truth["reference"]
+        positions.add(ref)
+        row = truth["frames"][ref]
+        assert row["days"] == 0 and [d["days"] for d in truth["frames"]].count(0) == 1
+        assert row["dy"] in (-1.0, 0.0, 1.0) and row["dx"] in (-1.0, 0.0, 1.0)
+        binned = np.roll(scene.hr.astype(float).reshape(128, 3, 128, 3).mean(axis=(1, 3)),
+                         (int(row["dy"]), int(row["dx"])), axis=(0, 1))
+        clear = scene.sm.reshape(128, 3, 128, 3).all(axis=(1, 3)) & scene.qm[ref]
+        clear[:2], clear[-2:], clear[:, :2], clear[:, -2:] = False, False, False, False
+        rms = [np.sqrt(np.mean((scene.lr[k].astype(float) - binned)[clear & scene.qm[k]] ** 2))
+               for k in range(scene.frames)]
+        level = np.median(scene.hr[scene.sm])
+        assert rms[ref] < 0.02 * level, (rms[ref], level)
+        assert rms[ref] < 0.5 * min(np.delete(rms, ref))
+        sm_lr = scene.sm.reshape(128, 3, 128, 3).mean(axis=(1, 3)) > 0.5
+        sm_lr = np.roll(sm_lr, (int(row["dy"]), int(row["dx"])), axis=(0, 1))
+        mismatch = [(scene.qm[k] != sm_lr)[2:-2, 2:-2].mean() for k in range(scene.frames)]
+        assert mismatch[ref] == min(mismatch) and mismatch[ref] < 0.05
+    assert len(positions) > 1  # the frame number says nothing about which frame it is
+
+
+def test_reference_labels_are_written_like_probav_ref(archive: Path):
+    from probav.data.reference_labels import read_labels
+
+    labels = read_labels(archive / "reference.json")
+    truth = read_truth(archive)
+    train = {d.name for d in scene_dirs(archive, "train")}
+    assert set(labels) == train
+    hidden = read_labels(archive / "synthetic" / "test_reference.json")
+    assert set(hidden) == {d.name for d in scene_dirs(archive, "test")}
+    for name, (band, frame) in {**labels, **hidden}.items():
+        rows = truth[name]
+        assert rows[frame]["days"] == 0 and rows[frame]["band"] == band
 
 
 def test_statistics_summary(archive: Path, probav_mini_or_none):

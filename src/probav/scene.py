@@ -45,10 +45,25 @@ class Scene:
     norm: float | None = None
     split: str = "train"
     extra: dict = field(default_factory=dict)
+    frame_ids: np.ndarray | None = None           # the file number NNN of each frame (LRNNN.png); None: 0…T−1
+    reference: int | None = None                  # index of the frame taken on the HR's own pass, when labelled
+    reference_weights: np.ndarray | None = None   # (T,) how likely each frame is that one, as the track decides
 
     @property
     def frames(self) -> int:
         return int(self.lr.shape[0])
+
+    @property
+    def ids(self) -> np.ndarray:
+        """File numbers of the frames (``LRNNN.png``)."""
+        return np.arange(self.frames) if self.frame_ids is None else np.asarray(self.frame_ids)
+
+    def frame_index(self, number: int) -> int:
+        """Index into ``lr`` of the frame stored as ``LR{number:03d}.png``."""
+        hits = np.flatnonzero(self.ids == int(number))
+        if not len(hits):
+            raise KeyError(f"{self.name} has no frame LR{int(number):03d}.png")
+        return int(hits[0])
 
     @property
     def clearance(self) -> np.ndarray:
@@ -153,16 +168,17 @@ def read_scene(scene_dir: os.PathLike | str, norm: float | None = None, min_fram
         if not sm_path.exists():
             raise BadSceneError(sm_path, "missing status mask SM.png for the HR image")
         sm = read_mask(sm_path, (HR_SIZE, HR_SIZE))
-    return Scene(name=scene_dir.name, band=band, split=split, lr=lr, qm=qm, hr=hr, sm=sm, norm=norm)
+    return Scene(name=scene_dir.name, band=band, split=split, lr=lr, qm=qm, hr=hr, sm=sm, norm=norm,
+                 frame_ids=np.array(indices))
 
 
 def write_scene(scene: Scene, root: os.PathLike | str) -> Path:
     """Write a scene into ``root/<split>/<band>/<name>/`` in the official layout; returns the folder."""
     scene_dir = Path(root) / scene.split / scene.band / scene.name
     scene_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(scene.frames):
-        write_png(scene_dir / f"LR{i:03d}.png", scene.lr[i])
-        write_png(scene_dir / f"QM{i:03d}.png", scene.qm[i])
+    for i, number in enumerate(scene.ids):
+        write_png(scene_dir / f"LR{number:03d}.png", scene.lr[i])
+        write_png(scene_dir / f"QM{number:03d}.png", scene.qm[i])
     if scene.hr is not None:
         write_png(scene_dir / "HR.png", scene.hr)
     if scene.sm is not None:

@@ -2,10 +2,11 @@
 
 ``generate(root, params)`` writes scenes in the official archive layout
 (``train|test/RED|NIR/imgsetNNNN/{LR…, QM…, HR, SM}.png`` and ``norm.csv``; test scenes have no
-``HR.png``) plus ``root/synthetic/``: the true shift, gain, offset and acquisition day of every
-frame (``shifts.csv``), one row per scene (``scenes.csv``), the simulator settings
-(``settings.json``) and the hidden HR/SM of the test scenes (``test_hr/imgsetNNNN/``), so test
-predictions can be scored locally.
+``HR.png``), the reference labels of the train scenes in PROBA-V-REF's format (``reference.json``,
+see ``probav.data.reference_labels``), plus ``root/synthetic/``: the true shift, gain, offset and
+acquisition day of every frame (``shifts.csv``), one row per scene (``scenes.csv``), the simulator
+settings (``settings.json``), and the hidden HR/SM (``test_hr/imgsetNNNN/``) and reference labels
+(``test_reference.json``) of the test scenes, so test predictions can be scored locally.
 
 How a scene is made (one random generator per scene, seeded from params.yaml's ``seed`` and the
 scene's split, band and name, so the result does not depend on the number of worker processes):
@@ -22,13 +23,20 @@ scene's split, band and name, so the result does not depend on the number of wor
    (about 3600–12500); real sample: RED 2300–4700, NIR 5500–14500.
 2. HR: the landscape on its acquisition day (day 0) with a slight blur and noise, clouds on some
    HR images (SM marks them, slightly dilated; at least 75% clear), quantised to multiples of 16.
-3. LR frames (9–35, Beta-distributed around ``mean_frames``), acquired on days within a 30-day
-   window that contains day 0; usually one frame is acquired on day 0. Each frame: the landscape
-   changed by parcel-wise trends and jitter and a smooth field, all growing with the distance in
-   days from day 0; shifted by a random sub-pixel offset (mostly under 1 LR pixel, rarely up to
-   2), blurred by a Gaussian PSF and averaged 3×3 (Fourier shift and blur, so sub-pixel shifts are
-   exact); per-frame gain, offset and haze; sometimes detector striping; clouds (thresholded
-   smooth noise, puffy or layered, bright, up to about 30000) with their shadows; noise;
+3. LR frames (9–35, Beta-distributed around ``mean_frames``), in random order (the frame number
+   says nothing about the date). One of them, the *reference*, is the 300 m image of the HR's own
+   pass: the HR's signal, its clouds included, binned 3×3 at a whole-LR-pixel offset (−1, 0 or +1
+   per axis), slightly more blurred, with the pass's gain (1 ± 0.4%) and its own noise; its QM comes
+   from the HR's clouds, so it matches the SM. This is what the real archive shows: on imgset0000
+   the reference LR004 equals the 3×3-binned HR, one LR pixel over, to 28 DN rms (the other frames:
+   160 DN and more), and it beats every other single frame by 1.3 dB (2.5 dB on a second real scene).
+   The other frames are acquired on other days within a 30-day window around day 0. Each: the
+   landscape changed by parcel-wise trends and jitter and a smooth field, growing with the distance
+   in days from day 0, and by a per-parcel difference between passes whatever their dates (view
+   angle, atmosphere); shifted by a random sub-pixel offset (mostly under 1 LR pixel, rarely up to
+   2), blurred by a Gaussian PSF of its own width and averaged 3×3 (Fourier shift and blur, so
+   sub-pixel shifts are exact); per-frame gain, offset and haze; sometimes detector striping; clouds
+   (thresholded smooth noise, puffy or layered, bright, up to about 30000) with their shadows; noise;
    quantised to multiples of 16. The QM marks clouds and (mostly) shadows with imperfect edges:
    thin cloud edges are missed, masks are randomly dilated or eroded. The no-data value 65520
    fills swath edges and some cloud cores, always masked. Frames are at least 60% clear.
@@ -44,9 +52,12 @@ therefore returns about ``(dy_a - dy_b, dx_a - dx_b)``.
 Calibration (against the real sample ``probav-mini`` and the official ``norm.csv``): the per-scene
 contrast factors, the change rates and the river density were tuned so that the simulated norms
 match the real ones by band (real: RED 47.4 ± 3.6 dB, NIR 45.3 ± 3.7 dB over all 1450 scenes;
-simulated, 40 scenes per band: RED about 47.8 ± 3.0, NIR about 44.8 ± 3.1), single frames score
-a few dB apart (the frame of the HR's day is the best, as on real scenes) and the HR spectra fall
-like real ones (log-log slope about −3).
+simulated, 20 scenes per band: RED about 48.2 ± 3.1, NIR about 45.2 ± 2.9), and the pass-to-pass
+differences so that the reference frame alone beats the next-best single frame by about as much as
+on the real scenes (synthetic, 40 scenes: median 1.3 dB, 10th–90th percentile 0.5–3.3 dB; real:
+1.3 and 2.5 dB on the two scenes with an HR here), and the HR spectra fall like real ones
+(log-log slope about −3). Version 1 had no such frame: its day-0 frame was shifted, blurred and
+clouded like any other, was the best single frame on only 29% of scenes, and 15% of scenes had none.
 
 ``statistics(root)`` and ``compare_with_real(synthetic_root, real_root)`` summarise value
 histograms, spectra, clearance and frame counts for comparing synthetic with real data.
@@ -65,11 +76,12 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage as ndi
 
+from probav.data.reference_labels import LABELS_FILE, write_labels
 from probav.params import derive_seed
 from probav.scene import (BANDS, HR_SIZE, LR_SIZE, NO_DATA, SCALE, SPLITS, Scene, read_norm, read_scene,
                           scene_dirs, to_uint16, write_norm, write_png, write_scene)
 
-VERSION = 1
+VERSION = 2
 MARGIN = 24                      # HR pixels rendered around the 384×384 crop (shifts + PSF support)
 FULL = HR_SIZE + 2 * MARGIN      # 432: side of the rendered landscape
 QUANTUM = 16                     # every stored value is a multiple of 16, as in the real files
@@ -80,7 +92,7 @@ OFFICIAL_COUNTS = {("train", "RED"): 594, ("train", "NIR"): 566, ("test", "RED")
 SHIFT_COLUMNS = ["name", "frame", "dy", "dx", "gain", "offset", "days", "band", "split", "clearance",
                  "cloud_cover", "nodata", "psf_sigma"]
 SCENE_COLUMNS = ["name", "band", "split", "biome", "frames", "norm", "hr_clearance", "mean_clearance",
-                 "contrast", "change_rate", "close_frame", "water_flagged"]
+                 "contrast", "change_rate", "reference", "water_flagged"]
 
 # name: (RED, NIR, parcel relative sd, texture relative sd, vegetation 0..1)
 CLASSES = {
@@ -128,7 +140,7 @@ DEFAULT_SETTINGS = {
     "max_frames": 35,
     "mean_frames": 19,
     "contrast_sigma": {"RED": 0.4, "NIR": 0.8},   # log-sd of the per-scene contrast factor
-    "contrast_median": {"RED": 0.85, "NIR": 0.3},  # NIR detail is weaker relative to its level
+    "contrast_median": {"RED": 1.05, "NIR": 0.3},  # NIR detail is weaker relative to its level
     "class_contrast": {"RED": 0.85, "NIR": 0.5},    # compression of the class levels around their mean
     "class_contrast_sigma": 0.4,     # log-sd of the class compression (same draw as the scene contrast)
     "texture_beta": [1.3, 2.1],      # power-law exponent of the within-parcel texture
@@ -139,20 +151,23 @@ DEFAULT_SETTINGS = {
     "nir_gain": [0.9, 1.1],          # per-scene NIR gain
     "hr_blur": [0.35, 0.6],          # HR pixels, Gaussian sigma of the HR's own PSF
     "hr_read_noise": [3.0, 7.0],
-    "psf_sigma": [0.5, 0.9],         # HR pixels, Gaussian sigma of the LR PSF (on top of the 3×3 average)
+    "psf_sigma": [0.35, 0.9],        # HR pixels, Gaussian sigma of each LR frame's PSF (on top of the 3×3 average)
     "shift_sigma": 0.3,              # LR pixels, per-frame shift sd
     "shift_scene_sigma": 0.15,       # LR pixels, per-scene common offset sd
     "shift_outlier_prob": 0.04,
     "shift_outlier_sigma": 0.9,
     "max_shift": 2.0,
     "window_days": 30,
-    "close_frame_prob": 0.85,        # chance that one frame is acquired on the HR's day
+    "reference_extra_blur": [0.0, 0.35],  # HR pixels: blur of the reference frame beyond the HR's own
+    "reference_gain_sigma": 0.004,   # the reference frame's gain (and relative offset) spread: same pass as the HR
     "change_trend": 0.06,            # relative parcel change per 30 days (growth / harvest)
     "change_jitter": 0.05,           # relative random parcel change at 30 days (grows as sqrt of days)
     "change_field": 0.03,            # relative smooth-field change at 30 days
+    "pass_jitter": 0.018,            # relative per-parcel difference between passes, whatever their dates (view
+                                     # angle, atmosphere): frames of the next days are not the HR's pass either
     "change_sigma": 0.35,            # log-sd of the per-scene change rate
-    "change_band": {"RED": 1.1, "NIR": 0.5},  # NIR changes less relative to its (higher) level
-    "gain_sigma": 0.02,
+    "change_band": {"RED": 1.3, "NIR": 0.5},  # NIR changes less relative to its (higher) level
+    "gain_sigma": 0.05,
     "offset_sigma": 0.03,            # relative to the scene mean
     "haze": 0.01,                    # relative amplitude of a smooth additive haze field
     "stripe_prob": 0.12,
@@ -490,17 +505,18 @@ def _frame_count(rng: np.random.Generator, settings: dict) -> int:
     return lo + int(round(rng.beta(m * conc, (1 - m) * conc) * (hi - lo)))
 
 
-def _acquisition_days(rng: np.random.Generator, count: int, settings: dict) -> tuple[np.ndarray, bool]:
+def _acquisition_days(rng: np.random.Generator, count: int, settings: dict) -> tuple[np.ndarray, int]:
+    """Acquisition days of ``count`` frames in a window of ``window_days`` that contains day 0, and the
+    index of the reference frame: the one acquired on day 0, on the HR's own pass. The others are
+    acquired on other days. Frames are in random order, so the frame number says nothing about the date
+    (as in the real archive, where the reference is spread over all positions)."""
     window = int(settings["window_days"])
     start = int(rng.integers(-window, 1))
-    choices = np.arange(start, start + window + 1)
+    choices = np.array([d for d in range(start, start + window + 1) if d != 0])
     days = rng.choice(choices, size=count, replace=count > len(choices))
-    close = bool(rng.uniform() < settings["close_frame_prob"])
-    if close:
-        days[np.argmin(np.abs(days))] = 0
-    else:
-        days = np.where(days == 0, rng.choice([-1, 1]), days)
-    return np.sort(days), close
+    reference = int(rng.integers(count))
+    days[reference] = 0
+    return days, reference
 
 
 def _shifts(rng: np.random.Generator, count: int, settings: dict) -> np.ndarray:
@@ -549,6 +565,38 @@ def _frame_mask(rng, alpha, shadow, settings, conservative=False):
     return ~cloud
 
 
+def _bin(image: np.ndarray, shift) -> np.ndarray:
+    """The 384×384 window of a FULL×FULL HR-grid image seen at a whole-LR-pixel ``shift`` (dy, dx),
+    averaged over 3×3 blocks: a feature at LR position p of the HR appears at p + shift."""
+    top, left = (MARGIN - SCALE * int(round(float(v))) for v in shift)
+    window = image[top:top + HR_SIZE, left:left + HR_SIZE]
+    return window.reshape(LR_SIZE, SCALE, LR_SIZE, SCALE).mean(axis=(1, 3))
+
+
+def _reference_frame(rng, cloudy_full, hr_alpha, hr_shadow, shift, water_full, mean_level, settings):
+    """The LR frame of the HR's own pass: the HR's signal (its clouds included) binned 3×3 at a whole-pixel
+    offset, after a slight extra blur (the 300 m product is not exactly the binned 100 m one: on the real
+    imgset0000 the two differ by about 28 DN rms), with the gain and offset of the same pass (near 1 and 0)
+    and its own noise. Its quality mask comes from the HR's clouds, so it matches the SM."""
+    extra = rng.uniform(*settings["reference_extra_blur"])
+    vals = _bin(_gaussian_fft(cloudy_full, extra) if extra > 0 else cloudy_full, shift)
+    gain = float(rng.normal(1.0, settings["reference_gain_sigma"]))
+    offset = float(rng.normal(0.0, settings["reference_gain_sigma"] * mean_level))
+    vals = np.maximum(gain * vals + offset, 0.0)
+    vals = vals + rng.standard_normal(vals.shape) * np.sqrt(rng.uniform(*settings["read_noise"]) ** 2
+                                                            + settings["shot_noise"] ** 2 * vals)
+    alpha, shadow = _bin(hr_alpha, shift), _bin(hr_shadow, shift)
+    mask = _frame_mask(rng, alpha, shadow, settings) if alpha.any() else np.ones(alpha.shape, bool)
+    if water_full is not None:
+        mask &= ~ndi.binary_dilation(_bin(water_full, shift) > 0.25, iterations=1)
+    if mask.mean() < settings["min_frame_clearance"]:
+        # The HR is at least 75% clear, but a coarser mask can flag a little more: keep the inclusion rule.
+        mask = ~(alpha > 0.5) if (~(alpha > 0.5)).mean() >= settings["min_frame_clearance"] else np.ones_like(mask)
+    row = dict(dy=float(shift[0]), dx=float(shift[1]), gain=gain, offset=offset, clearance=float(mask.mean()),
+               cloud_cover=float((alpha > 0.05).mean()), nodata=0, psf_sigma=extra)
+    return _quantise(vals), mask, row
+
+
 # --------------------------------------------------------------------------- one scene
 
 def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, settings: dict) -> tuple[Scene, dict]:
@@ -577,31 +625,37 @@ def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, s
     water_hr = land["water"][crop]
     water_flagged = bool(rng.uniform() < settings["water_flag_prob"] and 0.002 < (water_hr > 0.5).mean() < 0.15)
 
-    # ---- HR (day 0)
-    hr_vals = _gaussian_fft(ground, rng.uniform(*settings["hr_blur"]))[crop]
-    hr_noise = rng.uniform(*settings["hr_read_noise"])
-    hr_vals = hr_vals + rng.standard_normal(hr_vals.shape) * np.sqrt(hr_noise ** 2 + 0.5 * settings["shot_noise"] ** 2
-                                                                     * np.maximum(hr_vals, 0))
+    # ---- HR (day 0), rendered with the margin so that the reference frame (below) can bin it
+    # The HR's pass has its own view angle and atmosphere, like any other pass: its reference frame is
+    # not the most typical of the frames, only the one that shares the HR's pass.
+    hr_pass = settings["pass_jitter"] * rng.standard_normal(len(land["parcel_class"]))
+    hr_full = _gaussian_fft(ground * (1.0 + hr_pass[land["labels"]] * land["land"]), rng.uniform(*settings["hr_blur"]))
     persistent_hr = ndi.binary_dilation(water_hr > 0.3, iterations=1) if water_flagged else np.zeros_like(water_hr, bool)
-    hr_final, sm = hr_vals, ~persistent_hr
+    cloudy_full, sm = hr_full, ~persistent_hr
+    hr_alpha = hr_shadow = np.zeros((FULL, FULL))
     if rng.uniform() < settings["hr_cloud_prob"]:
         for attempt in range(10):
             cover = rng.uniform(0.005, settings["hr_max_cloud"]) * 0.7 ** attempt
-            vals, alpha, shadow = _add_clouds(rng, hr_vals, cover, settings, (HR_SIZE, HR_SIZE),
+            vals, alpha, shadow = _add_clouds(rng, hr_full, cover, settings, (FULL, FULL),
                                               rng.uniform(6, 60), sun * SCALE)
-            mask = _frame_mask(rng, alpha, shadow, settings, conservative=True) & ~persistent_hr
+            mask = _frame_mask(rng, alpha[crop], shadow[crop], settings, conservative=True) & ~persistent_hr
             if mask.mean() >= settings["min_hr_clearance"]:
-                hr_final, sm = vals, mask
+                cloudy_full, sm, hr_alpha, hr_shadow = vals, mask, alpha, shadow
                 break
     if sm.mean() < settings["min_hr_clearance"]:  # only a huge flagged water body could do this
         water_flagged, persistent_hr, sm = False, np.zeros_like(sm), np.ones_like(sm)
-    hr = _quantise(hr_final)
+    hr_noise = rng.uniform(*settings["hr_read_noise"])
+    hr_vals = cloudy_full[crop]
+    hr_vals = hr_vals + rng.standard_normal(hr_vals.shape) * np.sqrt(hr_noise ** 2 + 0.5 * settings["shot_noise"] ** 2
+                                                                     * np.maximum(hr_vals, 0))
+    hr = _quantise(hr_vals)
 
     # ---- LR frames
     count = _frame_count(rng, settings)
-    days, close = _acquisition_days(rng, count, settings)
+    days, reference = _acquisition_days(rng, count, settings)
     shifts = _shifts(rng, count, settings)
-    psf = rng.uniform(*settings["psf_sigma"])
+    # The reference frame is the HR's pass binned to 300 m: whole-LR-pixel offset from the HR's grid.
+    shifts[reference] = rng.choice([-1.0, 0.0, 1.0], size=2, p=[0.2, 0.6, 0.2])
     rate = (BIOMES[land["biome"]]["change"] * settings["change_band"][band]
             * math.exp(rng.normal(0, settings["change_sigma"])))
     labels, weight = land["labels"], land["land"]
@@ -618,13 +672,19 @@ def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, s
     qm = np.empty((count, LR_SIZE, LR_SIZE), bool)
     frames = []
     for i in range(count):
+        if i == reference:
+            frame, mask, row = _reference_frame(rng, cloudy_full, hr_alpha, hr_shadow, shifts[i],
+                                                land["water"] if water_flagged else None, mean_level, settings)
+            lr[i], qm[i] = frame, mask
+            frames.append(dict(frame=i, days=0, **row))
+            continue
         d = float(days[i])
         step = math.sqrt(abs(d) / settings["window_days"])
         jitter = rate * settings["change_jitter"] * step * rng.standard_normal(n_parcels)
-        change = (d / settings["window_days"]) * trend + jitter
+        change = (d / settings["window_days"]) * trend + jitter + settings["pass_jitter"] * rng.standard_normal(n_parcels)
         truth_i = ground * (1.0 + change[labels] * weight)
         dy, dx = float(shifts[i, 0]), float(shifts[i, 1])
-        sigma_i = psf * rng.uniform(0.95, 1.05)
+        sigma_i = rng.uniform(*settings["psf_sigma"])
         vals = _render_frame(truth_i, sigma_i, dy, dx)
         smooth = (d / settings["window_days"]) * trend_field + rate * settings["change_field"] * step * _field(
             rng, (LR_SIZE, LR_SIZE), sigma=rng.uniform(6, 20))
@@ -677,7 +737,7 @@ def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, s
     scene = Scene(name=name, band=band, split=split, lr=lr, qm=qm,
                   hr=hr if split == "train" else None, sm=sm, norm=float(norm))
     truth = dict(name=name, band=band, split=split, biome=land["biome"], contrast=land["contrast"][band],
-                 change_rate=rate, close_frame=close, water_flagged=water_flagged, hr=hr, sm=sm,
+                 change_rate=rate, reference=reference, water_flagged=water_flagged, hr=hr, sm=sm,
                  norm=float(norm), frames=frames,
                  landscape=dict(red=land["red"][crop], nir=land["nir"][crop], classes=land["classes"][crop],
                                 class_names=CLASS_NAMES))
@@ -699,7 +759,7 @@ def _job(job: tuple) -> dict:
     summary = dict(name=name, band=band, split=split, biome=truth["biome"], frames=scene.frames,
                    norm=scene.norm, hr_clearance=float(truth["sm"].mean()),
                    mean_clearance=float(scene.clearance.mean()), contrast=truth["contrast"],
-                   change_rate=truth["change_rate"], close_frame=truth["close_frame"],
+                   change_rate=truth["change_rate"], reference=truth["reference"],
                    water_flagged=truth["water_flagged"])
     return dict(rows=rows, scene=summary)
 
@@ -752,6 +812,11 @@ def generate(root: os.PathLike | str, params: dict, progress: bool = True) -> No
     write_norm(root / "norm.csv", {r["scene"]["name"]: r["scene"]["norm"] for r in results})
     meta = root / "synthetic"
     meta.mkdir(exist_ok=True)
+    # Reference labels as PROBA-V-REF gives them: train scenes beside norm.csv, test scenes kept apart.
+    labels = {split: {r["scene"]["name"]: (r["scene"]["band"], r["scene"]["reference"])
+                      for r in results if r["scene"]["split"] == split} for split in SPLITS}
+    write_labels(root / LABELS_FILE, labels["train"])
+    write_labels(meta / "test_reference.json", labels["test"])
     with (meta / "shifts.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, SHIFT_COLUMNS)
         writer.writeheader()
