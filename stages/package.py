@@ -1,5 +1,6 @@
-"""Stage `package`: predict every test scene with the model named by params.yaml `submission.model`,
-write submission/submission.zip in the official format (one 384×384 16-bit PNG imgsetNNNN.png per test
+"""Stage `package`: predict every test scene with the model named by params.yaml `submission.model`
+(on the reference frame the estimator of the `reference` stage finds: test scenes have no labels), write
+submission/submission.zip in the official format (one 384×384 16-bit PNG imgsetNNNN.png per test
 scene, at the root of the zip; written under a temporary name, then renamed) and validate it."""
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from probav.data.index import iter_scenes, subset_table
+from probav.data.reference_labels import reference_settings
 from probav.models.registry import load_model
 from probav.params import load_params
+from probav.reference import load_estimator, with_track
 from probav.scene import BadSceneError
 from probav.submission import REAL_TEST_SCENES, predict_submission, validate_submission
 
@@ -23,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenes", default="data/scenes.csv", help="scene index written by the download stage")
     parser.add_argument("--split", default="data/split.csv", help="train/dev split (not used for test scenes)")
     parser.add_argument("--models-dir", default="models", help="trained models live in MODELS_DIR/<model>/")
+    parser.add_argument("--estimator", default=None,
+                        help="the reference estimator (written by the reference stage; default: the hand-set rule)")
     parser.add_argument("--out", default="submission/submission.zip", help="the submission zip")
     parser.add_argument("--model", default=None, help="override submission.model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -40,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         table = subset_table(args.scenes, args.split, "test")
         if table.empty:
             raise ValueError(f"{args.scenes}: no usable test scene to predict")
-        out = predict_submission(model, iter_scenes(args.raw, table), args.out, progress=not args.no_progress,
-                                 total=len(table))
+        track = reference_settings(params)["track"]
+        estimator = load_estimator(args.estimator) if model.uses_reference else None
+        scenes = (with_track(scene, track, estimator) if estimator else scene for scene in iter_scenes(args.raw, table))
+        out = predict_submission(model, scenes, args.out, progress=not args.no_progress, total=len(table))
     except (BadSceneError, FileNotFoundError, KeyError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"package failed: {message}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Stage `tfrecords`: the train, dev and test scenes of data/raw (index data/scenes.csv, split
-data/split.csv) as sharded GZIP TFRecords in data/tfrecords/, one tf.train.Example per scene, with
-data/tfrecords/meta.json (counts, bytes, train statistics for normalisation)."""
+data/split.csv) as sharded GZIP TFRecords in data/tfrecords/, one tf.train.Example per scene (with its
+labelled reference frame, the reference estimator's probabilities and the classical prior of both tracks),
+with data/tfrecords/meta.json (counts, bytes, train statistics for normalisation)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenes", default="data/scenes.csv", help="scene index written by the download stage")
     parser.add_argument("--split", default="data/split.csv", help="train/dev split written by the split stage")
     parser.add_argument("--out", default="data/tfrecords", help="output folder (shards + meta.json), replaced when complete")
+    parser.add_argument("--estimator", default=None,
+                        help="reference estimator (reference stage): its probabilities and the challenge prior "
+                             "(default: the hand-set rule)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes reading PNGs (default: tfrecords.workers; the output does not depend on it)")
     return parser.parse_args(argv)
@@ -28,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         params = load_params(args.params)
-        write_tfrecords(args.raw, args.scenes, args.split, args.out, params, workers=args.workers)
+        write_tfrecords(args.raw, args.scenes, args.split, args.out, params, workers=args.workers,
+                        estimator=args.estimator)
     except (BadSceneError, FileNotFoundError, ValueError) as err:
         print(f"tfrecords stage failed: {err}", file=sys.stderr)
         return 1

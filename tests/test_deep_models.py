@@ -57,7 +57,10 @@ def synthetic_arrays(n, frames=FRAMES, patch=12, seed=0, noise=0.02, clouds=True
         fm[:, frames - padded:] = 0
         lr[:, frames - padded:] = 0
         qm[:, frames - padded:] = 0
-    inputs = {"lr": lr.astype(np.float32), "qm": qm.astype(np.float32), "frame_mask": fm.astype(np.float32)}
+    reference = np.zeros((n, frames), np.float32)
+    reference[:, 0] = 1.0  # the first frame marked as the reference, as select_frames puts it
+    inputs = {"lr": lr.astype(np.float32), "qm": qm.astype(np.float32), "frame_mask": fm.astype(np.float32),
+              "reference": reference}
     target = np.stack([hr, np.ones_like(hr)], -1).astype(np.float32)
     return inputs, target
 
@@ -81,7 +84,7 @@ def built(name: str, params: dict | None = None) -> DeepModel:
 def random_inputs(rng, b=2, k=FRAMES, size=12):
     return {"lr": (0.1 + 0.03 * rng.random((b, k, size, size))).astype(np.float32),
             "qm": (rng.random((b, k, size, size)) > 0.2).astype(np.float32),
-            "frame_mask": np.ones((b, k), np.float32)}
+            "frame_mask": np.ones((b, k), np.float32), "reference": np.tile(np.eye(1, k, dtype=np.float32), (b, 1))}
 
 
 # --- shared layers ------------------------------------------------------------------------------
@@ -111,8 +114,10 @@ def test_bicubic_upsample_and_frame_channels_shapes():
     rng = np.random.default_rng(2)
     inputs = random_inputs(rng, k=3, size=6)
     median = ClearMedian()(inputs["lr"], inputs["qm"], inputs["frame_mask"])
-    channels = FramesToChannels(0.1, 0.03)(inputs["lr"], inputs["qm"], inputs["frame_mask"], median)
-    assert channels.shape == (2, 6, 6, 10)
+    channels = FramesToChannels(0.1, 0.03)(inputs["lr"], inputs["qm"], inputs["frame_mask"], median,
+                                           inputs["reference"])
+    assert channels.shape == (2, 6, 6, 13)
+    np.testing.assert_array_equal(channels.numpy()[..., 10:], np.broadcast_to([1.0, 0.0, 0.0], (2, 6, 6, 3)))
 
 
 def test_dihedral_transforms_invert():
@@ -137,15 +142,18 @@ def test_model_is_registered_and_fully_convolutional(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_untrained_model_outputs_the_upscaled_median(name):
-    """The correction's last conv starts at zero: training starts from the upscaled clear median,
-    with the official baseline's cubic spline (``model.upsampling: spline``) or tf bicubic."""
+def test_untrained_model_outputs_its_upscaled_anchor(name):
+    """The correction's last conv starts at zero: training starts from the upscaled anchor (the clear
+    median; for ``residual_single`` the reference frame, its clouds filled by the median), with the
+    official baseline's cubic spline (``model.upsampling: spline``) or tf bicubic."""
     inputs = random_inputs(np.random.default_rng(4))
-    median = ClearMedian()(inputs["lr"], inputs["qm"], inputs["frame_mask"])
+    anchor = ClearMedian()(inputs["lr"], inputs["qm"], inputs["frame_mask"]).numpy()
+    if name == "residual_single":
+        anchor = np.where(inputs["qm"][:, 0] > 0.5, inputs["lr"][:, 0], anchor)
     model = built(name)
-    np.testing.assert_allclose(model.network(inputs).numpy(), SplineUpsample(3)(median[..., None]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(model.network(inputs).numpy(), SplineUpsample(3)(anchor[..., None]).numpy(), atol=1e-6)
     model = built(name, tiny_params(upsampling="bicubic"))
-    np.testing.assert_allclose(model.network(inputs).numpy(), BicubicUpsample(3)(median[..., None]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(model.network(inputs).numpy(), BicubicUpsample(3)(anchor[..., None]).numpy(), atol=1e-6)
 
 
 def test_spline_upsample_is_the_official_baselines_interpolation():
@@ -226,20 +234,21 @@ def test_self_ensemble_averages_frame_orders_and_flips(tmp_path):
     rng = np.random.default_rng(9)
     inputs = random_inputs(rng, b=1, size=16)
     inputs["frame_mask"][0, -1] = 0
-    lr, qm, fm = inputs["lr"][0], inputs["qm"][0], inputs["frame_mask"][0]
+    arrays = (inputs["lr"][0], inputs["qm"][0], inputs["frame_mask"][0])
+    reference = inputs["reference"][0]
     # Untrained, the network is the bicubic median: invariant to frame order, equivariant to flips.
     single = model.network(inputs).numpy()[0, ..., 0]
-    np.testing.assert_allclose(model.predict_arrays(lr, qm, fm), single, atol=1e-6)
+    np.testing.assert_allclose(model.predict_arrays(*arrays, reference=reference), single, atol=1e-6)
     for w in model.network.trainable_weights:
         w.assign(np.random.default_rng(10).normal(0, 0.05, w.shape).astype(np.float32))
-    ensemble = model.predict_arrays(lr, qm, fm)
+    ensemble = model.predict_arrays(*arrays, reference=reference)
     single = model.network(inputs).numpy()[0, ..., 0]
     assert ensemble.shape == single.shape and np.abs(ensemble - single).max() > 1e-6
-    np.testing.assert_array_equal(model.predict_arrays(lr, qm, fm), ensemble)  # seeded: repeatable
+    np.testing.assert_array_equal(model.predict_arrays(*arrays, reference=reference), ensemble)  # seeded
     # self_ensemble is an inference setting: the params given to load decide it.
     model.save(tmp_path / "m")
     plain = load_model("residual_multi", tiny_params(self_ensemble=0), tmp_path / "m")
-    np.testing.assert_allclose(plain.predict_arrays(lr, qm, fm), single, atol=1e-6)
+    np.testing.assert_allclose(plain.predict_arrays(*arrays, reference=reference), single, atol=1e-6)
 
 
 def test_load_rejects_a_missing_or_foreign_model(tmp_path):

@@ -408,7 +408,8 @@ def test_stage_writes_raw_and_index(repo_root: Path, fake_tree: Path, tmp_path: 
     zip_path = tmp_path / "probav_data.zip"
     zip_path.write_bytes(zip_tree(fake_tree, "probav_data/"))
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"seed": 1, "data": {"source": "archive", "archive": str(zip_path)}}))
+    params.write_text(yaml.safe_dump({"seed": 1, "data": {"source": "archive", "archive": str(zip_path)},
+                                      "reference": {"labels": "none"}}))
     out, index = tmp_path / "data" / "raw", tmp_path / "data" / "scenes.csv"
     stage = load_stage(repo_root)
     assert stage.main(["--params", str(params), "--out", str(out), "--index", str(index),

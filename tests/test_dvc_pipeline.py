@@ -99,15 +99,29 @@ def test_data_stages(tiny_run: Path):
         assert list((tiny_run / "data" / "tfrecords").glob(f"{subset}-*.tfrecord.gz")), subset
 
 
-def test_every_model_scored(tiny_run: Path):
+def test_every_model_scored_in_both_tracks(tiny_run: Path):
     params = yaml.safe_load((tiny_run / "params.yaml").read_text())
     n_dev = (pd.read_csv(tiny_run / "data" / "split.csv")["subset"] == "dev").sum()
     for name in params["models"] + params.get("deep_models", []):
         metrics = json.loads((tiny_run / "metrics" / f"{name}.json").read_text())
         assert metrics["scenes"] == n_dev, name
         assert 0 < metrics["mean_score"] < 2, name
+        assert metrics["track"] == params["reference"]["track"]
+        # The simulator labels every scene: both tracks are scored on every dev scene.
+        for track in ("challenge", "ref"):
+            assert metrics["tracks"][track]["scenes"] == n_dev, (name, track)
         table = pd.read_csv(tiny_run / "metrics" / "scenes" / f"{name}.csv")
-        assert len(table) == n_dev
+        assert len(table) == n_dev and table["cpsnr_ref"].notna().all() and table["reference"].notna().all()
+
+
+def test_reference_estimator_fitted_and_measured(tiny_run: Path):
+    estimator = json.loads((tiny_run / "models" / "reference" / "estimator.json").read_text())
+    assert estimator["kind"] == "fitted" and set(estimator["weights"]) >= {"sm_mismatch", "median_distance"}
+    metrics = json.loads((tiny_run / "metrics" / "reference.json").read_text())
+    assert 0 <= metrics["dev"]["top1"] <= 1 and metrics["dev"]["rule"]["scenes"] == metrics["dev"]["scenes"] > 0
+    assert metrics["single_frame"]["margin_db"]["median"] > 0  # the reference frame is the best single frame
+    table = pd.read_csv(tiny_run / "metrics" / "scenes" / "reference.csv")
+    assert len(table) == metrics["dev"]["scenes"]
 
 
 def test_models_trained(tiny_run: Path):

@@ -15,7 +15,7 @@ MEAN, STD = 0.1, 0.03
 SMALL = dict(blocks=1, filters=8, filters_3d=8, mean=MEAN, std=STD)
 
 
-FRAME_KEYS = ("lr", "qm", "frame_mask")
+FRAME_KEYS = ("lr", "qm", "frame_mask", "reference")
 
 
 def _inputs(rng, b=2, k=9, p=32, real=None, prior=True):
@@ -26,7 +26,9 @@ def _inputs(rng, b=2, k=9, p=32, real=None, prior=True):
         fm[:, real:] = 0
         lr[:, real:] = 0
         qm[:, real:] = 0
-    inputs = {"lr": lr, "qm": qm, "frame_mask": fm}
+    reference = np.zeros((b, k), np.float32)
+    reference[:, 0] = 1.0  # the first frame is the reference, as select_frames puts it
+    inputs = {"lr": lr, "qm": qm, "frame_mask": fm, "reference": reference}
     if prior:
         inputs["prior"] = rng.uniform(0.05, 0.15, (b, 3 * p, 3 * p)).astype(np.float32)
     return inputs
@@ -85,8 +87,9 @@ def test_untrained_network_outputs_its_prior():
 
 def test_prior_is_required_and_base_is_checked():
     model = build_misr_net(9, **SMALL)
-    assert sorted(t.name for t in model.inputs) == ["frame_mask", "lr", "prior", "qm"]
-    assert sorted(t.name for t in build_misr_net(9, base="median", **SMALL).inputs) == ["frame_mask", "lr", "qm"]
+    assert sorted(t.name for t in model.inputs) == ["frame_mask", "lr", "prior", "qm", "reference"]
+    assert sorted(t.name for t in build_misr_net(9, base="median", **SMALL).inputs) == ["frame_mask", "lr", "qm",
+                                                                                         "reference"]
     with pytest.raises(ValueError, match="misr_base"):
         build_misr_net(9, base="mean", **SMALL)
 
@@ -102,7 +105,8 @@ def test_untrained_network_is_the_median_model():
     expected = median_sr(lr_u16, qm)
     model = build_misr_net(k, base="median", **SMALL)
     out = _run(model, {"lr": (lr_u16 / 65535.0)[None].astype(np.float32), "qm": qm[None].astype(np.float32),
-                       "frame_mask": np.ones((1, k), np.float32)})[0, :, :, 0]
+                       "frame_mask": np.ones((1, k), np.float32),
+                       "reference": np.eye(1, k, dtype=np.float32)})[0, :, :, 0]
     median_lr = np.asarray(expected)
     np.testing.assert_allclose(np.clip(out, median_lr.min(), median_lr.max()), expected, atol=1e-4)
 
@@ -193,7 +197,8 @@ def _synthetic_batch(rng, b=8, k=9, p=12):
     # A trivial prior: the mean of the frames, each LR pixel repeated 3×3 (blocky, blurred).
     prior = lr.mean(axis=1).repeat(3, axis=1).repeat(3, axis=2)
     inputs = {"lr": lr.astype(np.float32), "qm": np.ones((b, k, p, p), np.float32),
-              "frame_mask": np.ones((b, k), np.float32), "prior": prior.astype(np.float32)}
+              "frame_mask": np.ones((b, k), np.float32), "reference": np.tile(np.eye(1, k, dtype=np.float32), (b, 1)),
+              "prior": prior.astype(np.float32)}
     target = np.stack([hr, np.ones_like(hr)], axis=-1).astype(np.float32)
     return inputs, target
 

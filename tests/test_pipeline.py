@@ -10,6 +10,7 @@ from probav.data import pipeline
 from probav.data.pipeline import (evaluation_dataset, input_settings, patch_position, select_frames,
                                   training_dataset)
 from probav.data.tfrecords import write_scenes
+from probav.reference import ReferenceEstimator
 from probav.scene import Scene
 
 K, P, B = 5, 16, 4
@@ -42,6 +43,8 @@ def records(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tfrecords")
     rng = np.random.default_rng(1)
     scenes = [aligned_scene(rng, f"imgset{i:04d}", 3 + i, "RED" if i % 2 else "NIR") for i in range(6)]
+    for scene in scenes:  # what write_scenes stores: the hand-set estimator rule's probabilities
+        scene.extra["probs"] = ReferenceEstimator.rule().probabilities(scene).astype(np.float32)
     write_scenes(scenes[:3], folder / "train-00000-of-00002.tfrecord.gz")
     write_scenes(scenes[3:], folder / "train-00001-of-00002.tfrecord.gz")
     test = [Scene(f"imgset{9 + i:04d}", "RED", s.lr, s.qm) for i, s in enumerate(scenes[:2])]
@@ -76,20 +79,21 @@ def cloudy_scene(clear: list[float], rng=None) -> tuple[np.ndarray, np.ndarray]:
 
 def test_top_k_picks_the_clearest_first_ties_to_lower_index():
     lr, qm = cloudy_scene([0.5, 0.9, 0.2, 1.0, 0.9, 0.7, 0.3])
-    out_lr, out_qm, mask = select_frames(lr, qm, 4, "top_k")
+    out_lr, out_qm, mask, reference = select_frames(lr, qm, 4, "top_k")
+    assert not np.any(reference.numpy())                         # no reference weights given: zeros
     assert out_lr.dtype == tf.float32 and out_lr.shape == (4, 128, 128) and mask.shape == (4,)
     order = [3, 1, 4, 5]
     np.testing.assert_array_equal(out_lr.numpy(), lr[order].astype(np.float32) / 65535.0)
     np.testing.assert_array_equal(out_qm.numpy(), qm[order].astype(np.float32))
     np.testing.assert_array_equal(mask.numpy(), np.ones(4, np.float32))
     # Floats in [0, 1] are taken as they are; numpy or tensors alike.
-    again, _, _ = select_frames(tf.constant(lr.astype(np.float32) / 65535.0), tf.constant(qm), 4)
+    again, _, _, _ = select_frames(tf.constant(lr.astype(np.float32) / 65535.0), tf.constant(qm), 4)
     np.testing.assert_array_equal(again.numpy(), out_lr.numpy())
 
 
 def test_padding_when_fewer_frames_than_k():
     lr, qm = cloudy_scene([0.4, 0.8, 0.6])
-    out_lr, out_qm, mask = select_frames(lr, qm, 5)
+    out_lr, out_qm, mask, _ = select_frames(lr, qm, 5)
     np.testing.assert_array_equal(mask.numpy(), [1, 1, 1, 0, 0])
     np.testing.assert_array_equal(out_lr.numpy()[:3], lr[[1, 2, 0]] / np.float32(65535.0))
     assert not np.any(out_lr.numpy()[3:]) and not np.any(out_qm.numpy()[3:])
@@ -101,7 +105,7 @@ def test_weighted_is_seeded_and_favours_clear_frames():
     qm_t = tf.constant(qm)
 
     def chosen(seed):
-        out, _, _ = select_frames(lr, qm_t, 3, "weighted", seed)
+        out, _, _, _ = select_frames(lr, qm_t, 3, "weighted", seed)
         return tuple(int(np.argmax([np.array_equal(o, f / np.float32(65535.0)) for f in lr])) for o in out.numpy())
 
     assert chosen(11) == chosen(11)
@@ -114,6 +118,42 @@ def test_weighted_is_seeded_and_favours_clear_frames():
         assert len(set(d)) == 3 and list(d) == sorted(d, key=lambda i: -clear[i])
     with pytest.raises(ValueError, match="seed"):
         select_frames(lr, qm, 3, "weighted")
+
+
+def test_the_reference_comes_first_with_its_weight_whatever_its_clearance():
+    lr, qm = cloudy_scene([0.5, 0.9, 0.2, 1.0, 0.9, 0.7, 0.3])
+    weights = np.array([0.05, 0.1, 0.6, 0.05, 0.1, 0.05, 0.05], np.float32)  # frame 2: cloudy, most likely
+    out_lr, _, mask, reference = select_frames(lr, qm, 4, "top_k", reference=weights)
+    order = [2, 3, 1, 4]
+    np.testing.assert_array_equal(out_lr.numpy(), lr[order].astype(np.float32) / 65535.0)
+    np.testing.assert_allclose(reference.numpy(), weights[order])
+    _, _, mask, reference = select_frames(lr[:3], qm[:3], 5, "top_k", reference=np.eye(3, dtype=np.float32)[0])
+    np.testing.assert_array_equal(reference.numpy(), [1, 0, 0, 0, 0])  # padding carries no weight
+    for seed in range(5):                                        # weighted selection too
+        out, _, _, reference = select_frames(lr, qm, 3, "weighted", seed, reference=weights)
+        np.testing.assert_array_equal(out.numpy()[0], lr[2] / np.float32(65535.0))
+        assert reference.numpy()[0] == pytest.approx(0.6)
+
+
+def test_augmentation_keeps_the_reference_first_and_moves_the_weights_with_their_frames():
+    rng = np.random.default_rng(3)
+    k = 6
+    lr = tf.constant(rng.random((k, P, P)).astype(np.float32))
+    qm = tf.ones((k, P, P))
+    mask = tf.constant([1, 1, 1, 1, 1, 0], tf.float32)
+    weights = tf.constant([0.7, 0.1, 0.1, 0.05, 0.05, 0.0])
+    hr = tf.zeros((3 * P, 3 * P))
+    moved = 0
+    for seed in range(8):
+        out = pipeline.augment(lr, qm, mask, hr, hr, seed, reference=weights)
+        out_lr, out_weights = out[0].numpy(), out[-1].numpy()
+        t = next(t for t in range(8) if np.array_equal(out_lr[0], np_dihedral(lr.numpy()[0], t)))
+        order = [next(j for j in range(k) if np.array_equal(out_lr[i], np_dihedral(lr.numpy()[j], t)))
+                 for i in range(k)]
+        assert order[0] == 0 and order[-1] == k - 1             # reference first, padding last
+        np.testing.assert_allclose(out_weights, weights.numpy()[order])
+        moved += order != list(range(k))
+    assert moved >= 4
 
 
 # ----------------------------------------------------------------------------- patches
@@ -228,7 +268,8 @@ def test_evaluation_dataset_gives_whole_dev_scenes(records):
     for (inputs, target), name in zip(batches, ["imgset0000", "imgset0001"]):
         scene = scenes[name]
         assert inputs["lr"].shape == (1, K, 128, 128) and target.shape == (1, 384, 384, 2)
-        lr, qm, mask = select_frames(scene.lr, scene.qm, K, "top_k")
+        lr, qm, mask, reference = select_frames(scene.lr, scene.qm, K, "top_k", reference=scene.extra["probs"])
+        np.testing.assert_array_equal(inputs["reference"][0], reference.numpy())
         np.testing.assert_array_equal(inputs["lr"][0], lr.numpy())
         np.testing.assert_array_equal(inputs["qm"][0], qm.numpy())
         np.testing.assert_array_equal(inputs["frame_mask"][0], mask.numpy())
@@ -257,7 +298,9 @@ def test_prior_patches_are_cut_and_transformed_with_the_hr(tmp_path):
     path = tmp_path / "train-00000-of-00001.tfrecord.gz"
     with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=COMPRESSION)) as writer:
         for scene in scenes:
-            writer.write(serialize_record(scene_record(scene, prior=scene.hr)))
+            record = scene_record(scene)
+            record["prior"] = np.ascontiguousarray(scene.hr, "<u2").tobytes()
+            writer.write(serialize_record(record))
     for inputs, target in take(training_dataset([str(path)], params(), seed=2), 3):
         assert inputs["prior"].shape == (B, 3 * P, 3 * P)
         np.testing.assert_array_equal(inputs["prior"], target[..., 0])
@@ -269,3 +312,42 @@ def test_records_without_a_prior_give_zeros(records):
     folder, _ = records
     inputs, _ = take(training_dataset(train_files(folder), params(), seed=1), 1)[0]
     assert inputs["prior"].shape == (B, 3 * P, 3 * P) and not np.any(inputs["prior"])
+
+
+def test_tracks_in_training_and_validation(tmp_path):
+    """A labelled scene whose frame 0 is the HR's (its labelled reference) and whose estimator would
+    pick another: patches given the reference see it first, one-hot, with the ref-track prior (here the
+    HR); the others see the estimate, with the challenge-track prior (here zeros). Validation follows
+    reference.track."""
+    from probav.data.tfrecords import COMPRESSION, scene_record, serialize_record
+
+    rng = np.random.default_rng(5)
+    scene = aligned_scene(rng, "imgset0000", 6)
+    scene.reference = 0
+    record = scene_record(scene)
+    probs = np.full(6, 0.04, np.float32)
+    probs[3] = 0.8
+    record["reference_probs"] = probs.tobytes()
+    record["prior_ref"] = np.ascontiguousarray(scene.hr, "<u2").tobytes()
+    record["prior"] = np.zeros((384, 384), "<u2").tobytes()
+    path = tmp_path / "train-00000-of-00001.tfrecord.gz"
+    with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=COMPRESSION)) as writer:
+        writer.write(serialize_record(record))
+    given = no = 0
+    for inputs, target in take(training_dataset([str(path)], params(frames=4, reference_given=0.5), seed=4), 6):
+        for b in range(B):
+            first = inputs["lr"][b, 0]
+            if inputs["reference"][b, 0] == 1.0:   # given: the labelled frame (the HR's) first, its prior
+                given += 1
+                np.testing.assert_array_equal(inputs["reference"][b], [1, 0, 0, 0])
+                np.testing.assert_array_equal(inputs["prior"][b], target[b, ..., 0])
+                np.testing.assert_array_equal(upscale(first), target[b, ..., 0])
+            else:                                  # estimated: frame 3 first, the challenge prior
+                no += 1
+                assert inputs["reference"][b, 0] == pytest.approx(0.8)
+                assert not np.any(inputs["prior"][b])
+    assert given > 2 and no > 2
+    for track, expected in (("ref", 1.0), ("challenge", 0.8)):
+        (inputs, target), = take(evaluation_dataset([str(path)], {**params(frames=4), "reference": {"track": track}}), 1)
+        assert inputs["reference"][0, 0] == pytest.approx(expected)
+        assert np.array_equal(inputs["prior"][0], target[0, ..., 0]) == (track == "ref")

@@ -789,6 +789,7 @@ def _random_batch(batch: int, frames: int, patch: int, seed: int = 0, names=("lr
     inputs = {"lr": rng.uniform(0.02, 0.2, (batch, frames, patch, patch)).astype(np.float32),
               "qm": (rng.uniform(size=(batch, frames, patch, patch)) > 0.15).astype(np.float32),
               "frame_mask": np.ones((batch, frames), np.float32),
+              "reference": np.tile(np.eye(1, frames, dtype=np.float32), (batch, 1)),
               "prior": rng.uniform(0.02, 0.2, (batch, 3 * patch, 3 * patch)).astype(np.float32)}
     inputs = {k: v for k, v in inputs.items() if k in names}
     target = np.stack([rng.uniform(0.02, 0.2, (batch, 3 * patch, 3 * patch)),
@@ -802,6 +803,7 @@ def _specs(batch: int, frames: int, patch: int, names=("lr", "qm", "frame_mask")
     x = {"lr": tf.TensorSpec((batch, frames, patch, patch), tf.float32),
          "qm": tf.TensorSpec((batch, frames, patch, patch), tf.float32),
          "frame_mask": tf.TensorSpec((batch, frames), tf.float32),
+         "reference": tf.TensorSpec((batch, frames), tf.float32),
          "prior": tf.TensorSpec((batch, 3 * patch, 3 * patch), tf.float32)}
     x = {k: v for k, v in x.items() if k in names}
     return x, tf.TensorSpec((batch, 3 * patch, 3 * patch, 2), tf.float32)

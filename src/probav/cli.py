@@ -1,7 +1,8 @@
 """The probav command: predict scenes with a model, score predictions, validate a submission zip.
 
-    probav predict --model shift_and_add --data DATA --split test --out predictions/
+    probav predict --model shift_and_add --data DATA --split test --out predictions/ [--track ref]
     probav score predictions/ --data DATA [--json]
+    probav reference --data DATA [--labels reference.json] [--json]
     probav validate-submission submission/submission.zip [--data DATA]
     probav profile profiles/gpu-real.yaml [--exp-args | --estimate]
 
@@ -19,6 +20,9 @@ from pathlib import Path
 
 EPILOG = """examples:
   probav predict --model baseline --data ../shared/probav-mini --split train --out pred/
+  probav predict --model shift_and_add --data ../shared/probav-mini --split train --out pred/ --track ref \
+      --labels ../shared/probav-ref/reference.json
+  probav reference --data ../shared/probav-mini --labels ../shared/probav-ref/reference.json
   probav score pred/ --data ../shared/probav-mini
   probav score submission/submission.zip --data data/raw --scenes imgset0000,imgset0001 --json
   probav validate-submission submission/submission.zip --data data/raw
@@ -72,28 +76,111 @@ def _load_params(path: str | None) -> dict:
     return load_params(path)
 
 
+def _reference_tools(args: argparse.Namespace, data: Path, params: dict):
+    """The labels (``--labels``, else DATA/reference.json if present; {} without) and the estimator
+    (``--estimator``, else models/reference/estimator.json if present, else the hand-set rule)."""
+    from probav.data.reference_labels import labels_path, read_labels
+    from probav.reference import ReferenceEstimator
+
+    path = Path(args.labels) if args.labels else labels_path(data)
+    labels = read_labels(path) if path is not None else {}
+    default = Path("models/reference/estimator.json")
+    if args.estimator:
+        estimator = ReferenceEstimator.load(args.estimator)
+    elif default.is_file():
+        estimator = ReferenceEstimator.load(default)
+    else:
+        estimator = ReferenceEstimator.rule()
+    return labels, estimator
+
+
+def _read_labelled(folder: Path, norm, labels: dict):
+    """A scene of a folder (HR optional) with its labelled reference frame, if the labels have it."""
+    from probav.scene import read_scene
+
+    scene = read_scene(folder, norm=norm, require_hr=False)
+    if scene.name in labels:
+        band, frame = labels[scene.name]
+        if band != scene.band:
+            raise CliError(f"{folder}: labelled as a {band} scene, but it lies under {scene.band}")
+        try:
+            scene.reference = scene.frame_index(frame)
+        except KeyError as err:
+            raise CliError(f"{folder}: {err.args[0]} (its labelled reference)") from None
+    return scene
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from probav.data.reference_labels import reference_settings
     from probav.evaluate import check_prediction
     from probav.models.registry import load_model
-    from probav.scene import read_norm, read_scene, write_png
+    from probav.reference import with_track
+    from probav.scene import read_norm, write_png
     from tqdm import tqdm
 
     data = Path(args.data)
     folders = _scene_folders(data, args.split, _scene_list(args.scenes))
     params = _load_params(args.params)
+    track = args.track or reference_settings(params)["track"]
     try:
         model = load_model(args.model, params, model_dir=Path(args.models_dir) / args.model)
     except KeyError as err:
         raise CliError(err.args[0]) from None
+    labels, estimator = _reference_tools(args, data, params)
     norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    unlabelled = 0
     for name, folder in tqdm(folders.items(), desc=f"predict {args.model}", unit="scene", leave=False,
                              disable=args.quiet):
-        scene = read_scene(folder, norm=norms.get(name), require_hr=False)
+        scene = _read_labelled(folder, norms.get(name), labels)
+        unlabelled += scene.reference is None
+        if model.uses_reference:
+            with_track(scene, track, estimator)
         write_png(out / f"{name}.png", check_prediction(model.predict(scene), name))
     if not args.quiet:
-        print(f"wrote {len(folders)} prediction(s) of {args.model} to {out}/")
+        note = ""
+        if track == "ref" and unlabelled:
+            note = f"; {unlabelled} scene(s) without a label: reference estimated"
+        print(f"wrote {len(folders)} prediction(s) of {args.model} ({track} track{note}) to {out}/")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from probav.reference import frame_features
+    from probav.scene import read_norm
+
+    data = Path(args.data)
+    folders = _scene_folders(data, args.split, _scene_list(args.scenes))
+    labels, estimator = _reference_tools(args, data, _load_params(args.params))
+    norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
+    rows = {}
+    for name, folder in folders.items():
+        scene = _read_labelled(folder, norms.get(name), labels)
+        p = estimator.probabilities_from_features(frame_features(scene))
+        order = [int(i) for i in (-p).argsort(kind="stable")]
+        row = {"band": scene.band, "frames": scene.frames,
+               "ranking": [{"frame": int(scene.ids[i]), "probability": float(p[i])} for i in order[:args.top]]}
+        if scene.reference is not None:
+            row["reference"] = int(scene.ids[scene.reference])
+            row["rank"] = order.index(scene.reference) + 1
+            row["probability"] = float(p[scene.reference])
+        rows[name] = row
+    ranked = [r["rank"] for r in rows.values() if "rank" in r]
+    summary = {"estimator": estimator.kind, "scenes": len(rows), "labelled": len(ranked),
+               "top1": sum(r == 1 for r in ranked) / len(ranked) if ranked else None,
+               "top3": sum(r <= 3 for r in ranked) / len(ranked) if ranked else None}
+    if args.json:
+        print(json.dumps({**summary, "rows": rows}, indent=2))
+        return 0
+    for name, row in rows.items():
+        best = ", ".join(f"LR{r['frame']:03d} {r['probability']:.2f}" for r in row["ranking"])
+        known = f"   reference LR{row['reference']:03d}: rank {row['rank']} ({row['probability']:.2f})" \
+            if "rank" in row else ""
+        print(f"{name} {row['band']:<3} {row['frames']:>2} frames: {best}{known}")
+    if ranked:
+        print(f"{estimator.kind} estimator: top-1 {summary['top1']:.0%}, top-3 {summary['top3']:.0%} on "
+              f"{len(ranked)} labelled scene(s)")
     return 0
 
 
@@ -216,6 +303,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default=None, help="reference labels, PROBA-V-REF's reference.json format "
+                                                  "(default: DATA/reference.json if present)")
+    p.add_argument("--estimator", default=None, help="reference estimator JSON (default: "
+                                                     "models/reference/estimator.json if present, else the "
+                                                     "hand-set rule)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from probav.models.registry import available_models
 
@@ -235,8 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default=None, help="parameters file (default: ./params.yaml if present, "
                                                    "else every model's defaults)")
     p.add_argument("--out", required=True, help="output folder")
+    _reference_arguments(p)
+    p.add_argument("--track", default=None, choices=["challenge", "ref"],
+                   help="challenge: the reference frame estimated; ref: given by the labels (estimated for a "
+                        "scene without one). Default: params.yaml reference.track, else challenge")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("reference", help="rank each scene's frames by how likely each was taken with the HR",
+                       description="The reference frame (the LR frame of the HR's own pass), estimated: each "
+                                   "scene's most likely frames with their probabilities, and with labels the rank "
+                                   "of the labelled one and the top-1/top-3 accuracy.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, help="data root in the official layout (norm.csv, train/, test/)")
+    p.add_argument("--split", default=None, choices=["train", "test"], help="which split (default both)")
+    p.add_argument("--scenes", default=None, help="comma-separated scene names (default: every scene)")
+    p.add_argument("--params", default=None, help="parameters file (default: ./params.yaml if present)")
+    _reference_arguments(p)
+    p.add_argument("--top", type=int, default=3, help="frames listed per scene")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser("score", help="official score of predicted PNGs against the scenes' HR",
                        description="Score a folder or zip of imgsetNNNN.png against the scenes of DATA that have "
@@ -292,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, BadSceneError, SubmissionError, FileNotFoundError, ValueError) as err:
+    except (CliError, BadSceneError, SubmissionError, FileNotFoundError, ValueError) as err:  # LabelsError too
         print(f"probav {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

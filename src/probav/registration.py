@@ -17,6 +17,7 @@ clear pixels, plausible gain, good correlation after registration); a rejected r
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,3 +212,94 @@ def register(reference: np.ndarray, moving: np.ndarray, ref_mask: np.ndarray | N
     elif result.reason == "not converged":
         result.reason = ""  # a few hundredths of a pixel of wobble is harmless; the shift is plausible
     return result
+
+
+# --------------------------------------------------------------------------- registered stacks
+
+def bias_corrected_mse(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared difference of ``a`` and ``b`` on ``mask`` after removing their mean difference
+    (inf when fewer than 16 pixels are left)."""
+    if mask.sum() < 16:
+        return float("inf")
+    d = a[mask] - b[mask]
+    return float(np.mean((d - d.mean()) ** 2))
+
+
+def clear_median(stack: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per-pixel median of the clear values of a (T, H, W) stack (NaN where none is clear)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+        return np.nanmedian(np.where(masks, stack, np.nan), axis=0)
+
+
+class Alignment:
+    """Accepted frames with their registration (shift, gain, offset) relative to one reference frame."""
+
+    def __init__(self, ref: int, results: dict[int, Registration]):
+        self.ref = ref
+        self.results = results
+        self.frames = [k for k, r in results.items() if r.ok]
+
+    @classmethod
+    def to(cls, lr: np.ndarray, qm: np.ndarray, ref: int, frames, reg_settings: dict | None = None) -> "Alignment":
+        """Register every frame of ``frames`` to frame ``ref``."""
+        results = {}
+        for k in frames:
+            k = int(k)
+            if k == ref:
+                results[k] = Registration(np.zeros(2), correlation=1.0, residual=0.0, overlap=float(qm[k].mean()))
+            else:
+                results[k] = register(lr[ref], lr[k], qm[ref], qm[k], reg_settings)
+        return cls(ref, results)
+
+    def rebase(self, ref: int) -> "Alignment":
+        """The same registrations relative to another accepted frame ``ref`` (exact composition).
+
+        With ``frame_k(y) ≈ o_k + g_k · R(y + s_k)`` for the old reference R, the new reference is
+        ``N(y) ≈ o_r + g_r · R(y + s_r)``, so ``frame_k(y) ≈ o + g · N(y + s_k − s_r)`` with
+        ``g = g_k / g_r`` and ``o = o_k − g · o_r``.
+        """
+        if ref == self.ref:
+            return self
+        base = self.results[ref]
+        results = {}
+        for k, r in self.results.items():
+            if not r.ok:
+                results[k] = r
+                continue
+            gain = r.gain / base.gain
+            results[k] = Registration(r.shift - base.shift, gain=gain, offset=r.offset - gain * base.offset,
+                                      correlation=r.correlation, residual=r.residual, overlap=r.overlap)
+        return Alignment(ref, results)
+
+    def rescaled(self, factor: float) -> "Alignment":
+        """The same alignment with the target contrast multiplied by ``factor`` (all gains divided by it)."""
+        results = {k: (Registration(r.shift, gain=r.gain / factor, offset=r.offset, correlation=r.correlation,
+                                    residual=r.residual, overlap=r.overlap) if r.ok else r)
+                   for k, r in self.results.items()}
+        return Alignment(self.ref, results)
+
+    def recentred(self, centre) -> "Alignment":
+        """The same alignment with the output grid moved by ``centre`` (dy, dx) LR pixels."""
+        centre = np.asarray(centre, np.float64)
+        results = {k: (Registration(r.shift - centre, gain=r.gain, offset=r.offset, correlation=r.correlation,
+                                    residual=r.residual, overlap=r.overlap) if r.ok else r)
+                   for k, r in self.results.items()}
+        return Alignment(self.ref, results)
+
+    def normalised(self, lr: np.ndarray, k: int) -> np.ndarray:
+        """Frame k brightness-matched to the reference: (frame − offset) / gain."""
+        r = self.results[k]
+        return (lr[k] - r.offset) / r.gain
+
+    def stack(self, lr: np.ndarray, qm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Accepted frames brightness-matched and resampled onto the reference's LR grid, with masks."""
+        images, masks = [], []
+        for k in self.frames:
+            shift = self.results[k].shift
+            filled = self.normalised(lr, k)
+            if not qm[k].all() and qm[k].any():
+                filled = np.where(qm[k], filled, filled[qm[k]].mean())  # keep clouds out of the spline
+            images.append(shift_image(filled, shift))
+            masks.append(shift_mask(qm[k], shift))
+        return np.array(images), np.array(masks)

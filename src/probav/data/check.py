@@ -2,7 +2,9 @@
 
 A scene is usable when ``probav.scene.read_scene`` reads it (readable PNGs of the right sizes, a QM per
 LR, HR and SM in train, enough frames) and, beyond what it checks, its LR/HR PNGs are 16-bit, no QM
-lacks its LR, and its name is listed in ``norm.csv``.
+lacks its LR, its name is listed in ``norm.csv`` and, where ``reference.json`` labels it, its reference
+frame exists and its band is the labelled one. The index's ``reference`` column holds that frame's
+number (empty without a label).
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from probav.data.index import write_csv_atomic
+from probav.data.reference_labels import LabelsError, labels_path, read_labels
 from probav.scene import (MIN_FRAMES, SPLITS, BadSceneError, frame_indices, read_norm, read_scene,
                           scene_dirs)
 
-INDEX_COLUMNS = ["split", "band", "name", "path", "frames", "mean_clearance", "hr_clearance", "status", "reason"]
+INDEX_COLUMNS = ["split", "band", "name", "path", "frames", "mean_clearance", "hr_clearance", "reference", "status",
+                 "reason"]
 ON_BAD_SCENE = ("stop", "skip")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Below this many scenes, starting worker processes (about 0.4 s each) costs more than it saves.
@@ -60,16 +64,20 @@ def _check_beyond_read_scene(scene_dir: Path, has_hr: bool) -> None:
             raise BadSceneError(qm, f"quality mask without its image LR{qm.stem[2:]}.png")
 
 
-def check_scene(scene_dir: os.PathLike | str, raw_root: os.PathLike | str, min_frames: int = MIN_FRAMES) -> dict:
-    """The index row of one scene folder; status ``skipped`` with the reason when it cannot be used."""
+def check_scene(scene_dir: os.PathLike | str, raw_root: os.PathLike | str, min_frames: int = MIN_FRAMES,
+                labels: dict[str, tuple[str, int]] | None = None) -> dict:
+    """The index row of one scene folder; status ``skipped`` with the reason when it cannot be used.
+    ``labels``: the reference labels (``probav.data.reference_labels``), checked against the scene."""
     scene_dir, raw_root = Path(scene_dir), Path(raw_root)
     row = {"split": scene_dir.parent.parent.name, "band": scene_dir.parent.name, "name": scene_dir.name,
            "path": scene_dir.relative_to(raw_root).as_posix(), "frames": 0, "mean_clearance": math.nan,
-           "hr_clearance": math.nan, "status": "ok", "reason": "", "bad_file": ""}
+           "hr_clearance": math.nan, "reference": None, "status": "ok", "reason": "", "bad_file": ""}
     try:
         row["frames"] = len(frame_indices(scene_dir))
         scene = read_scene(scene_dir, min_frames=min_frames)
         _check_beyond_read_scene(scene_dir, scene.has_hr)
+        if labels and scene.name in labels:
+            row["reference"] = _check_label(scene_dir, raw_root, scene, *labels[scene.name])
     except BadSceneError as err:
         return {**row, "status": "skipped", "reason": f"{_relative(err.path, raw_root)}: {err.problem}",
                 "bad_file": str(err.path), "problem": err.problem}
@@ -77,6 +85,28 @@ def check_scene(scene_dir: os.PathLike | str, raw_root: os.PathLike | str, min_f
     if scene.hr_clearance is not None:
         row["hr_clearance"] = scene.hr_clearance
     return row
+
+
+def _check_label(scene_dir: Path, raw_root: Path, scene, band: str, frame: int) -> int:
+    """The labelled reference frame's number, once checked against the scene."""
+    source = raw_root / "reference.json"
+    if band != scene.band:
+        raise BadSceneError(source, f"{scene.name} is labelled as a {band} scene but lies in {scene_dir.parent}")
+    if frame not in set(int(i) for i in scene.ids):
+        raise BadSceneError(source, f"{scene.name}: its reference frame LR{frame:03d}.png is not among the scene's "
+                                    f"{scene.frames} frames (wrong labels file for this data?)")
+    return frame
+
+
+def read_index_labels(raw_root: Path) -> dict[str, tuple[str, int]] | None:
+    """The data's reference labels (``raw/reference.json``), or None where it has none."""
+    path = labels_path(raw_root)
+    if path is None:
+        return None
+    try:
+        return read_labels(path)
+    except LabelsError as err:
+        raise BadSceneError(err.path, err.problem) from err
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -114,7 +144,8 @@ def check_scenes(raw_root: os.PathLike | str, on_bad_scene: str = "stop", min_fr
     norm_path = raw_root / "norm.csv"
     norms = read_norm(norm_path)
     dirs = _check_layout(raw_root)
-    check = partial(check_scene, raw_root=raw_root, min_frames=min_frames)
+    labels = read_index_labels(raw_root)
+    check = partial(check_scene, raw_root=raw_root, min_frames=min_frames, labels=labels)
     pool = _process_pool(workers, len(dirs))
     rows = []
     try:
@@ -132,7 +163,10 @@ def check_scenes(raw_root: os.PathLike | str, on_bad_scene: str = "stop", min_fr
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)  # in stop mode, drop the scenes not started yet
     table = pd.DataFrame(rows).reindex(columns=INDEX_COLUMNS)
+    table["reference"] = table["reference"].astype("Int64")
     _print_summary(table, raw_root)
+    if labels is not None:
+        _print_labels_summary(table, labels, raw_root)
     if not (table["status"] == "ok").any():
         raise BadSceneError(raw_root, f"no usable scene: all {len(table)} scenes were skipped (reasons above)")
     if index_csv is not None:
@@ -164,6 +198,18 @@ def _print_summary(table, raw_root: Path) -> None:
         print(f"  {reason}")
     if len(skipped) > SUMMARY_LINES:
         print(f"  … and {len(skipped) - SUMMARY_LINES} more (see the index, status 'skipped')")
+
+
+def _print_labels_summary(table, labels: dict, raw_root: Path) -> None:
+    """How many scenes the labels cover; an error when they name none of them (the wrong file)."""
+    labelled = int(table["reference"].notna().sum())
+    present = set(table["name"])
+    if labelled == 0 and labels:
+        raise BadSceneError(raw_root / "reference.json", f"its {len(labels)} labels name none of the {len(table)} "
+                                                         f"scenes of {raw_root}: the labels of other data?")
+    outside = sum(1 for name in labels if name not in present)
+    note = f"; {outside} labels name scenes not in this data (ignored)" if outside else ""
+    print(f"reference labels: {labelled} of {len(table)} scenes labelled{note}")
 
 
 def write_index(table, path: os.PathLike | str) -> Path:

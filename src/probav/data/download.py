@@ -138,6 +138,45 @@ def _given_path(settings: dict, key: str) -> Path:
     return path
 
 
+def prepare_labels(params: dict, raw: os.PathLike | str, cache: os.PathLike | str = "data/interim") -> Path | None:
+    """Put the reference labels of the data in ``raw/reference.json``; returns its path (None without labels).
+
+    The simulator writes its own. For real data ``reference.labels`` decides: ``download`` fetches
+    PROBA-V-REF's file (``reference.url``, checked against ``reference.size``/``reference.sha256``), a path
+    copies a ``reference.json`` the user has, ``none`` leaves the data unlabelled (only the challenge track
+    is scored then)."""
+    from probav.data.reference_labels import LABELS_FILE, read_labels, reference_settings
+
+    raw = Path(raw)
+    if data_settings(params)["source"] == "synthetic":
+        return raw / LABELS_FILE if (raw / LABELS_FILE).is_file() else None
+    cfg = reference_settings(params)
+    if cfg["labels"] == "none":
+        print("no reference labels (reference.labels: none): only the challenge track can be scored")
+        return None
+    if cfg["labels"] == "download":
+        settings = data_settings(params)
+        help_text = ("Supply PROBA-V-REF's reference.json by hand instead: download it from the address above "
+                     "(or from github.com/centreborelli/ProbaVref) and set reference.labels in params.yaml to its "
+                     "path, or set reference.labels: none to run without labels (challenge track only).")
+        source = download_file(cfg["url"], Path(cache) / LABELS_FILE, size=cfg["size"], sha256=cfg["sha256"],
+                               timeout=float(settings["timeout"]), retries=int(settings["retries"]),
+                               backoff=float(settings["backoff"]), expect_zip=False, help_text=help_text,
+                               params_keys="reference.size/reference.sha256")
+    else:
+        source = Path(str(cfg["labels"])).expanduser()
+        if not source.is_file():
+            raise DataSourceError(f"{source}: not found (params.yaml reference.labels); give the path of a "
+                                  f"PROBA-V-REF reference.json, download to fetch it, or none")
+    read_labels(source)  # a bad file fails here, naming itself
+    dest = raw / LABELS_FILE
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+    print(f"reference labels: {source} -> {dest}")
+    return dest
+
+
 # --------------------------------------------------------------------------- download
 
 def download_archive(settings: dict, cache: os.PathLike | str) -> Path:
@@ -149,18 +188,22 @@ def download_archive(settings: dict, cache: os.PathLike | str) -> Path:
 
 
 def download_file(url: str, dest: os.PathLike | str, *, size: int | None = None, sha256: str | None = None,
-                  timeout: float = 60, retries: int = 5, backoff: float = 2.0) -> Path:
+                  timeout: float = 60, retries: int = 5, backoff: float = 2.0, expect_zip: bool = True,
+                  help_text: str | None = None, params_keys: str = "data.size/data.sha256") -> Path:
     """Download ``url`` to ``dest``, resuming ``dest.part`` with HTTP Range, and check its size and sha256.
 
     Where ``size``/``sha256`` are None, those recorded by an earlier download (``dest.sha256.json``) are
-    used, or, on the first download, the measured ones are recorded there.
+    used, or, on the first download, the measured ones are recorded there. ``expect_zip``: the file must
+    also be a zip archive. ``help_text`` says what to do when the download fails (default: how to supply
+    the official archive by hand); ``params_keys`` names the params that pin size and sha256.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    expected_size, expected_sha, origin = _expected_checksums(url, size, sha256, _record_path(dest))
+    expected_size, expected_sha, origin = _expected_checksums(url, size, sha256, _record_path(dest), params_keys)
+    help_text = manual_download_help(url) if help_text is None else help_text
 
-    if dest.exists() and _reuse_cached(dest, url, expected_size, expected_sha):
+    if dest.exists() and _reuse_cached(dest, url, expected_size, expected_sha, expect_zip):
         return dest
 
     completed, last_error = False, "no attempt made"
@@ -182,9 +225,9 @@ def download_file(url: str, dest: os.PathLike | str, *, size: int | None = None,
     if not completed:
         kept = f"\nThe partial download is kept in {part} and resumes on the next run." if part.exists() else ""
         raise DownloadError(f"Could not download {url} ({last_error}; {attempt} attempt(s)).{kept}\n"
-                            f"{manual_download_help(url)}")
+                            f"{help_text}")
 
-    _verify_download(part, url, expected_size, expected_sha, origin)
+    _verify_download(part, url, expected_size, expected_sha, origin, expect_zip, help_text)
     os.replace(part, dest)
     if expected_sha is None:
         _record_checksums(dest, url)
@@ -271,11 +314,12 @@ def _record_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".sha256.json")
 
 
-def _expected_checksums(url: str, size, sha256, record_path: Path) -> tuple[int | None, str | None, str]:
+def _expected_checksums(url: str, size, sha256, record_path: Path,
+                        params_keys: str = "data.size/data.sha256") -> tuple[int | None, str | None, str]:
     """Expected (size, sha256, where they come from): params first, else an earlier download's record."""
     if size is not None or sha256 is not None:
         return (None if size is None else int(size)), (None if sha256 is None else str(sha256).strip().lower()), \
-            "params.yaml (data.size/data.sha256)"
+            f"params.yaml ({params_keys})"
     try:
         record = json.loads(record_path.read_text())
         if record.get("url") == url:
@@ -297,9 +341,12 @@ def _mismatch(path: Path, size: int | None, sha256: str | None) -> str | None:
     return None
 
 
-def _reuse_cached(dest: Path, url: str, size: int | None, sha256: str | None) -> bool:
+def _reuse_cached(dest: Path, url: str, size: int | None, sha256: str | None, expect_zip: bool = True) -> bool:
     """Whether an earlier complete download can be used as is (else it is deleted)."""
-    problem = _mismatch(dest, size, sha256) if (size is not None or sha256 is not None) else (None if zipfile.is_zipfile(dest) else "not a zip")
+    if size is not None or sha256 is not None:
+        problem = _mismatch(dest, size, sha256)
+    else:
+        problem = None if not expect_zip or zipfile.is_zipfile(dest) else "not a zip"
     if problem is None:
         print(f"using the earlier download {dest}")
         if sha256 is None:
@@ -310,26 +357,28 @@ def _reuse_cached(dest: Path, url: str, size: int | None, sha256: str | None) ->
     return False
 
 
-def _verify_download(part: Path, url: str, size: int | None, sha256: str | None, origin: str) -> None:
+def _verify_download(part: Path, url: str, size: int | None, sha256: str | None, origin: str,
+                     expect_zip: bool = True, help_text: str | None = None) -> None:
     """Check a complete download; a bad one is deleted and raises ChecksumError."""
     problem = _mismatch(part, size, sha256)
-    if problem is None and not zipfile.is_zipfile(part):
+    if problem is None and expect_zip and not zipfile.is_zipfile(part):
         problem = "the server did not send a zip archive (the address may have moved, or answer with a web page)"
     if problem is None:
         return
     part.unlink(missing_ok=True)
     raise ChecksumError(f"{url}: downloaded file rejected: {problem} (checked against "
                         f"{origin or 'the zip format'}). The file was deleted.\n"
-                        f"{_change_hint(origin)}{manual_download_help(url)}")
+                        f"{_change_hint(origin)}{manual_download_help(url) if help_text is None else help_text}")
 
 
 def _change_hint(origin: str) -> str:
     """What to do when the file behind the address really changed, given where the expected values came from."""
     if origin.startswith("params"):
-        return ("If the official archive really changed, update data.size and data.sha256 in params.yaml (or set "
-                "them to null to record the new ones); otherwise run again.\n")
+        keys = origin[origin.index("(") + 1:origin.rindex(")")].replace("/", " and ")
+        return (f"If the file really changed, update {keys} in params.yaml (or set them to null to record the new "
+                f"ones); otherwise run again.\n")
     if origin:
-        return f"If the archive really changed, delete {origin.removeprefix('the record ')} to record the new one.\n"
+        return f"If the file really changed, delete {origin.removeprefix('the record ')} to record the new one.\n"
     return ""
 
 

@@ -28,7 +28,7 @@ def subset_table(index_csv: os.PathLike | str, split_csv: os.PathLike | str, sub
     """Rows (split, band, name, path, …) of the usable scenes of ``subset`` ∈ train | dev | test."""
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
-    index = pd.read_csv(index_csv, dtype={"name": str})
+    index = pd.read_csv(index_csv, dtype={"name": str, "reference": "Int64"})
     index = index[index["status"] == "ok"]
     if subset == "test":
         return index[index["split"] == "test"].reset_index(drop=True)
@@ -38,8 +38,17 @@ def subset_table(index_csv: os.PathLike | str, split_csv: os.PathLike | str, sub
 
 
 def iter_scenes(raw_root: os.PathLike | str, table: pd.DataFrame) -> Iterator[Scene]:
-    """Read the scenes of a table (from ``subset_table``) with their norms."""
+    """Read the scenes of a table (from ``subset_table``) with their norms and, where the index has
+    one, their labelled reference frame (``Scene.reference``)."""
     raw_root = Path(raw_root)
     norms = read_norm(raw_root / "norm.csv")
     for row in table.itertuples(index=False):
-        yield read_scene(raw_root / row.path, norm=norms.get(row.name))
+        yield read_indexed_scene(raw_root, row.path, norms.get(row.name), getattr(row, "reference", None))
+
+
+def read_indexed_scene(raw_root: os.PathLike | str, path: str, norm: float | None, reference=None) -> Scene:
+    """One scene of the index: ``read_scene`` plus its norm and labelled reference frame number (if any)."""
+    scene = read_scene(Path(raw_root) / path, norm=norm)
+    if reference is not None and not pd.isna(reference):
+        scene.reference = scene.frame_index(int(reference))
+    return scene

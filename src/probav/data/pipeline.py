@@ -2,17 +2,23 @@
 
 Contract (``docs/architecture.md``, training input): batches ``(inputs, target)`` with
 ``inputs = {"lr": (B,K,P,P) float32 in [0,1], "qm": (B,K,P,P) float32 0/1, "frame_mask": (B,K) float32,
-"prior": (B,3P,3P) float32 in [0,1]}`` and ``target`` (B,3P,3P,2) float32: HR in [0,1] (channel 0) and
-SM 0/1 (channel 1). ``prior`` is the classical model's prediction stored in the records
-(``tfrecords.prior``; zeros where the records have none); networks take the inputs they declare
-(``probav.training`` drops the others).
+"reference": (B,K) float32, "prior": (B,3P,3P) float32 in [0,1]}`` and ``target`` (B,3P,3P,2) float32:
+HR in [0,1] (channel 0) and SM 0/1 (channel 1). ``reference`` is how likely each chosen frame is the
+reference (the LR frame of the HR's pass, ``probav.reference``): 1 on the labelled one in the ref track,
+the estimator's probabilities in the challenge track. ``prior`` is the classical model's prediction
+stored in the records (``tfrecords.prior``) in the same track (zeros where the records have none);
+networks take the inputs they declare (``probav.training`` drops the others).
 
-- ``select_frames(lr, qm, k, mode, seed)``: the one frame selection of the project (the pipeline
-  and the deep models' inference). ``top_k``: the k clearest frames (fraction of QM-clear pixels;
-  ties to the lower frame index). ``weighted``: k frames sampled without replacement with
-  probability ∝ clearance (Gumbel top-k on ``tf.random.stateless_uniform``, so a seed gives one
-  draw). Either way the chosen frames come clearest first, then zero frames up to k where the
-  scene has fewer, ``frame_mask`` 0 on those.
+- ``select_frames(lr, qm, k, mode, seed, reference)``: the one frame selection of the project (the
+  pipeline and the deep models' inference). The most likely reference frame (``reference`` (T,)
+  weights) always comes first. The others: ``top_k``, the clearest (fraction of QM-clear pixels;
+  ties to the lower frame index); ``weighted``, sampled without replacement with probability ∝
+  clearance (Gumbel top-k on ``tf.random.stateless_uniform``, so a seed gives one draw). Either way
+  they come clearest first, then zero frames up to k where the scene has fewer, ``frame_mask`` 0 on
+  those; the frames' reference weights come with them.
+- Track of a training patch: with probability ``input.reference_given`` a labelled scene's patch sees
+  its labelled reference (one-hot, and the ref-track prior), else the estimator's probabilities (and
+  the challenge-track prior): one network serves both tracks. Validation follows ``reference.track``.
 - ``training_dataset(files, params, seed)``: records shuffled (files and a buffer of
   ``input.shuffle_buffer`` scenes, seeded), each scene → ``input.patches_per_scene`` patches
   (decompressing and parsing a scene costs far more than cutting a patch), each an LR patch of
@@ -23,12 +29,14 @@ SM 0/1 (channel 1). ``prior`` is the classical model's prediction stored in the 
   change, rather than searching forever). Frames chosen per patch by ``input.selection`` on the
   whole-frame clearance (as at inference). Augmentation (``input.augment``): one of the 8
   flips/90° rotations applied to LR, QM, HR and SM together, and a random order of the real frames
-  (padding stays last). Every random choice is a stateless op keyed by ``seed``, the scene's index
+  after the first (the reference stays first, padding last; the reference weights move with their
+  frames). Every random choice is a stateless op keyed by ``seed``, the scene's index
   in the (deterministic) stream and the patch's index: the same seed gives the same batches.
   Patches are shuffled in a small seeded buffer (so a batch mixes scenes), repeated forever,
   batched by ``input.batch_size`` (whole batches), prefetched.
 - ``evaluation_dataset(files, params)``: the scenes with HR, whole (P = 128), ``top_k``, no
-  augmentation, in file order, batches of ``input.eval_batch_size``; one pass.
+  augmentation, in file order, in the track ``reference.track``, batches of ``input.eval_batch_size``;
+  one pass.
 """
 from __future__ import annotations
 
@@ -42,7 +50,8 @@ from probav.scene import LR_SIZE, SCALE
 
 MODES = ("top_k", "weighted")
 DEFAULTS = {"frames": 9, "selection": "top_k", "patch_size": 32, "min_patch_clearance": 0.9, "batch_size": 16,
-            "augment": True, "patch_tries": 16, "patches_per_scene": 4, "shuffle_buffer": 64, "eval_batch_size": 1}
+            "augment": True, "patch_tries": 16, "patches_per_scene": 4, "shuffle_buffer": 64, "eval_batch_size": 1,
+            "reference_given": 0.5}
 # A training stream that drops this many scenes in a row (no clear-enough patch) stops with an error
 # instead of searching forever.
 MAX_CONSECUTIVE_REJECTS = 2000
@@ -61,12 +70,16 @@ def input_settings(params: dict | None) -> dict:
     cfg["patches_per_scene"] = int(cfg["patches_per_scene"])
     cfg["min_patch_clearance"] = float(cfg["min_patch_clearance"])
     cfg["augment"] = bool(cfg["augment"])
+    cfg["reference_given"] = float(cfg["reference_given"])
+    cfg["track"] = str(((params or {}).get("reference") or {}).get("track", "challenge"))
     if cfg["frames"] < 1:
         raise ValueError(f"input.frames must be at least 1, got {cfg['frames']}")
     if cfg["selection"] not in MODES:
         raise ValueError(f"input.selection must be one of {MODES}, got {cfg['selection']!r}")
     if not 1 <= cfg["patch_size"] <= LR_SIZE:
         raise ValueError(f"input.patch_size must be in 1…{LR_SIZE}, got {cfg['patch_size']}")
+    if not 0.0 <= cfg["reference_given"] <= 1.0:
+        raise ValueError(f"input.reference_given must be in [0, 1], got {cfg['reference_given']}")
     if not 0.0 <= cfg["min_patch_clearance"] <= 1.0:
         raise ValueError(f"input.min_patch_clearance must be in [0, 1], got {cfg['min_patch_clearance']}")
     for key in ("batch_size", "eval_batch_size", "patch_tries", "patches_per_scene", "shuffle_buffer"):
@@ -104,8 +117,9 @@ def _to_float_mask(qm: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.not_equal(qm, tf.zeros([], qm.dtype)), tf.float32)
 
 
-def frame_order(qm, k: int, mode: str = "top_k", seed=None) -> tuple[tf.Tensor, tf.Tensor]:
-    """Indices (n,) of the chosen frames, clearest first, and n = min(T, k). ``qm`` (T,H,W)."""
+def frame_order(qm, k: int, mode: str = "top_k", seed=None, reference=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Indices (n,) of the chosen frames and n = min(T, k): the most likely reference first (when
+    ``reference`` (T,) weights are given), then the others clearest first. ``qm`` (T,H,W)."""
     if mode not in MODES:
         raise ValueError(f"frame selection mode must be one of {MODES}, got {mode!r}")
     qm = _to_float_mask(tf.convert_to_tensor(qm))
@@ -120,9 +134,15 @@ def frame_order(qm, k: int, mode: str = "top_k", seed=None) -> tuple[tf.Tensor, 
         u = tf.random.stateless_uniform([t], seed=_seed_tensor(seed), minval=1e-12, maxval=1.0, dtype=tf.float32)
         gumbel = -tf.math.log(-tf.math.log(u))
         keys = tf.math.log(clear) + gumbel      # log 0 = -inf: frames with no clear pixel come last
+    order_keys = clear
+    if reference is not None:
+        first = tf.cast(tf.argmax(tf.convert_to_tensor(reference, tf.float32)), tf.int32)
+        is_first = tf.equal(tf.range(t), first)
+        keys = tf.where(is_first, tf.constant(float("inf"), keys.dtype), keys)
+        order_keys = tf.where(is_first, 2.0, clear)
     chosen = tf.argsort(keys, direction="DESCENDING", stable=True)[:n]
-    # Clearest first among the chosen (for top_k this is already so).
-    chosen = tf.gather(chosen, tf.argsort(tf.gather(clear, chosen), direction="DESCENDING", stable=True))
+    # The reference first, then clearest first among the chosen (for top_k this is already so).
+    chosen = tf.gather(chosen, tf.argsort(tf.gather(order_keys, chosen), direction="DESCENDING", stable=True))
     return chosen, n
 
 
@@ -132,21 +152,26 @@ def _gather_pad(x: tf.Tensor, chosen: tf.Tensor, n: tf.Tensor, k: int) -> tf.Ten
     return tf.ensure_shape(out, [k] + list(x.shape[1:]))
 
 
-def select_frames(lr, qm, k: int, mode: str = "top_k", seed=None):
-    """K frames of one scene: ``(lr (K,H,W) float32 in [0,1], qm (K,H,W) float32 0/1, frame_mask (K,))``.
+def select_frames(lr, qm, k: int, mode: str = "top_k", seed=None, reference=None):
+    """K frames of one scene: ``(lr (K,H,W) float32 in [0,1], qm (K,H,W) float32 0/1, frame_mask (K,),
+    reference (K,))``.
 
-    ``lr`` (T,H,W) uint16 (divided by 65535) or float in [0,1]; ``qm`` (T,H,W) bool or 0/1. ``top_k``:
-    the k clearest frames; ``weighted``: sampled ∝ clearance, seeded by ``seed`` (an int or a (2,)
-    tensor). Frames come clearest first; where T < k, zero frames follow with ``frame_mask`` 0.
+    ``lr`` (T,H,W) uint16 (divided by 65535) or float in [0,1]; ``qm`` (T,H,W) bool or 0/1; ``reference``
+    (T,) weights of the frames as the reference (None: all 0). The most likely reference comes first,
+    then ``top_k``: the clearest; ``weighted``: sampled ∝ clearance, seeded by ``seed`` (an int or a (2,)
+    tensor), clearest first; where T < k, zero frames follow with ``frame_mask`` 0.
     Works on tensors in a tf.data map and eagerly on numpy arrays (returns eager tensors).
     """
     lr = tf.convert_to_tensor(lr)
     qm = tf.convert_to_tensor(qm)
-    chosen, n = frame_order(qm, k, mode, seed)
+    weights = tf.zeros([tf.shape(qm)[0]], tf.float32) if reference is None else \
+        tf.cast(tf.convert_to_tensor(reference), tf.float32)
+    chosen, n = frame_order(qm, k, mode, seed, None if reference is None else weights)
     lr_k = _gather_pad(_to_float_lr(lr), chosen, n, k)
     qm_k = _gather_pad(_to_float_mask(qm), chosen, n, k)
+    ref_k = tf.ensure_shape(tf.pad(tf.gather(weights, chosen), [[0, k - n]]), [k])
     mask = tf.ensure_shape(tf.pad(tf.ones([n], tf.float32), [[0, k - n]]), [k])
-    return lr_k, qm_k, mask
+    return lr_k, qm_k, mask, ref_k
 
 
 # ----------------------------------------------------------------------------- patches, augmentation
@@ -189,19 +214,25 @@ def dihedral(x: tf.Tensor, t) -> tf.Tensor:
                                   lambda: _rot90(tf.reverse(x, axis=[-2, -1]))])
 
 
-def augment(lr, qm, mask, hr, sm, seed, prior=None):
+def augment(lr, qm, mask, hr, sm, seed, prior=None, reference=None):
     """The same random flip/rotation of LR, QM (…,P,P) and HR, SM, prior (3P,3P), and a random order of
-    the real frames (padding, ``mask`` 0, stays last). Seeded by a (2,) seed. Returns
-    ``(lr, qm, mask, hr, sm)``, and the prior last when one is given."""
+    the real frames after the first (the reference stays first; padding, ``mask`` 0, stays last; the
+    ``reference`` weights move with their frames). Seeded by a (2,) seed. Returns ``(lr, qm, mask, hr,
+    sm)``, then the prior and the reference weights when given."""
     seeds = tf.random.experimental.stateless_split(_seed_tensor(seed), 2)
     t = tf.random.stateless_uniform([], seed=seeds[0], minval=0, maxval=8, dtype=tf.int32)
     lr, qm, hr, sm = (dihedral(v, t) for v in (lr, qm, hr, sm))
     k = tf.shape(mask)[0]
     keys = tf.random.stateless_uniform([k], seed=seeds[1], dtype=tf.float32)
     keys = tf.where(mask > 0, keys, 2.0 + tf.cast(tf.range(k), tf.float32))
+    keys = tf.where(tf.equal(tf.range(k), 0), -1.0, keys)
     order = tf.argsort(keys, stable=True)
     out = (tf.gather(lr, order), tf.gather(qm, order), tf.gather(mask, order), hr, sm)
-    return out if prior is None else (*out, dihedral(prior, t))
+    if prior is not None:
+        out = (*out, dihedral(prior, t))
+    if reference is not None:
+        out = (*out, tf.gather(reference, order))
+    return out
 
 
 def _crop(x: tf.Tensor, y, x0, size: int) -> tf.Tensor:
@@ -212,23 +243,37 @@ def _crop(x: tf.Tensor, y, x0, size: int) -> tf.Tensor:
     return tf.ensure_shape(out, list(x.shape[:-2]) + [size, size])
 
 
+def _track_inputs(example: dict, given) -> tuple[tf.Tensor, tf.Tensor]:
+    """The (T,) reference weights and the (384,384) prior of a scene: the labelled reference (one-hot)
+    and the ref-track prior when ``given`` and the scene is labelled, else the estimator's
+    probabilities and the challenge-track prior."""
+    given = tf.logical_and(given, example["reference"] >= 0)
+    one_hot = tf.one_hot(tf.maximum(example["reference"], 0), example["frames"], dtype=tf.float32)
+    weights = tf.where(given, one_hot, example["reference_probs"])
+    prior = tf.where(tf.logical_and(given, example["has_prior_ref"]), example["prior_ref"], example["prior"])
+    return weights, prior
+
+
 def training_example(example: dict, cfg: dict, seed) -> tuple[dict, tf.Tensor, tf.Tensor]:
     """One parsed scene → ``(inputs, target, ok)`` of one patch (``ok`` false: no clear-enough patch)."""
     k, p = cfg["frames"], cfg["patch_size"]
-    seeds = tf.random.experimental.stateless_split(_seed_tensor(seed), 3)
-    chosen, n = frame_order(example["qm"], k, cfg["selection"], seeds[0])
+    seeds = tf.random.experimental.stateless_split(_seed_tensor(seed), 4)
+    given = tf.random.stateless_uniform([], seed=seeds[3]) < cfg["reference_given"]
+    weights, full_prior = _track_inputs(example, given)
+    chosen, n = frame_order(example["qm"], k, cfg["selection"], seeds[0], weights)
     y, x, ok = patch_position(example["sm"], p, cfg["min_patch_clearance"], cfg["patch_tries"], seeds[1])
     ok = tf.logical_and(ok, example["has_hr"])
     lr = _gather_pad(_to_float_lr(_crop(example["lr"], y, x, p)), chosen, n, k)
     qm = _gather_pad(_to_float_mask(_crop(example["qm"], y, x, p)), chosen, n, k)
     mask = tf.ensure_shape(tf.pad(tf.ones([n], tf.float32), [[0, k - n]]), [k])
+    reference = tf.ensure_shape(tf.pad(tf.gather(weights, chosen), [[0, k - n]]), [k])
     hr = _to_float_lr(_crop(example["hr"], SCALE * y, SCALE * x, SCALE * p))
     sm = _to_float_mask(_crop(example["sm"], SCALE * y, SCALE * x, SCALE * p))
-    prior = _to_float_lr(_crop(example["prior"], SCALE * y, SCALE * x, SCALE * p))
+    prior = _to_float_lr(_crop(full_prior, SCALE * y, SCALE * x, SCALE * p))
     if cfg["augment"]:
-        lr, qm, mask, hr, sm, prior = augment(lr, qm, mask, hr, sm, seeds[2], prior)
+        lr, qm, mask, hr, sm, prior, reference = augment(lr, qm, mask, hr, sm, seeds[2], prior, reference)
     target = tf.stack([hr, sm], axis=-1)
-    return {"lr": lr, "qm": qm, "frame_mask": mask, "prior": prior}, target, ok
+    return {"lr": lr, "qm": qm, "frame_mask": mask, "reference": reference, "prior": prior}, target, ok
 
 
 def _file_list(files) -> list[str]:
@@ -302,16 +347,18 @@ def training_dataset(files, params: dict, seed: int) -> tf.data.Dataset:
     return _deterministic(batches)
 
 
-def evaluation_example(example: dict, k: int) -> tuple[dict, tf.Tensor]:
-    """One parsed scene, whole: K clearest frames, the prior and the (384,384,2) target."""
-    lr, qm, mask = select_frames(example["lr"], example["qm"], k, "top_k")
+def evaluation_example(example: dict, k: int, track: str = "challenge") -> tuple[dict, tf.Tensor]:
+    """One parsed scene, whole, in ``track``: the reference first, then the K−1 clearest frames, the
+    prior and the (384,384,2) target."""
+    weights, prior = _track_inputs(example, tf.constant(track == "ref"))
+    lr, qm, mask, reference = select_frames(example["lr"], example["qm"], k, "top_k", reference=weights)
     target = tf.stack([_to_float_lr(example["hr"]), _to_float_mask(example["sm"])], axis=-1)
-    return {"lr": lr, "qm": qm, "frame_mask": mask, "prior": _to_float_lr(example["prior"])}, target
+    return {"lr": lr, "qm": qm, "frame_mask": mask, "reference": reference, "prior": _to_float_lr(prior)}, target
 
 
 def evaluation_dataset(files, params: dict, batch_size: int | None = None) -> tf.data.Dataset:
-    """The scenes with HR of ``files`` (dev), whole, top_k, no augmentation, in file order; one pass,
-    batches of ``batch_size`` (default ``input.eval_batch_size``)."""
+    """The scenes with HR of ``files`` (dev), whole, top_k, no augmentation, in file order, in the track
+    ``reference.track``; one pass, batches of ``batch_size`` (default ``input.eval_batch_size``)."""
     cfg = input_settings(params)
     files = _file_list(files)
     k = cfg["frames"]
@@ -321,7 +368,7 @@ def evaluation_dataset(files, params: dict, batch_size: int | None = None) -> tf
         return example["has_hr"]
 
     def whole(example):
-        return evaluation_example(example, k)
+        return evaluation_example(example, k, cfg["track"])
 
     examples = scenes.filter(with_hr).map(whole, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     batches = examples.batch(int(batch_size or cfg["eval_batch_size"])).prefetch(tf.data.AUTOTUNE)

@@ -9,10 +9,15 @@ per scene:
 - ``lr`` bytes: T×128×128 uint16 little-endian; ``qm`` bytes: T×128×128 uint8 0/1
 - ``hr`` bytes: 384×384 uint16 little-endian (empty without HR), ``sm`` bytes: 384×384 uint8 0/1
   (empty without SM.png; official test scenes have an SM.png but no HR.png, and keep their SM)
+- ``reference`` int64: index of the labelled reference frame (the HR's pass; -1 without a label);
+  ``reference_probs`` bytes: T float32 little-endian, the reference estimator's probability of each
+  frame (``probav.reference``; the estimator of the ``reference`` stage, else the hand-set rule)
 - ``prior`` bytes: 384×384 uint16 little-endian, the prediction of the classical model named by
-  ``tfrecords.prior`` (default ``shift_and_add``; empty when null): the starting point that
-  networks such as ``misr_net`` refine. Computed here, once per scene, because registering and
-  fusing every frame (about 0.5 s a scene) is far too slow for the training input pipeline.
+  ``tfrecords.prior`` (default ``shift_and_add``; empty when null) in the challenge track (on the
+  estimated reference): the starting point that networks such as ``misr_net`` refine; ``prior_ref``
+  the same in the ref track (on the labelled reference; empty without a label). Computed here, once
+  per scene, because registering and fusing every frame (about 0.5 s a scene) is far too slow for
+  the training input pipeline.
 
 so the arrays are stored losslessly. ``<out>/meta.json`` holds the counts, shards, bands, frame
 counts and bytes of each subset and statistics of the train subset for normalisation (mean/std of
@@ -53,7 +58,7 @@ SUBSETS = ("train", "dev", "test")
 COMPRESSION = "GZIP"
 SUFFIX = ".tfrecord.gz"
 META_FILE = "meta.json"
-META_VERSION = 1
+META_VERSION = 2
 # Below this many scenes, starting worker processes (about 0.5 s each) costs more than it saves.
 POOL_MIN_SCENES = 16
 # zlib level of the GZIP compression. Level 1 makes files about 12% larger than the default level 6
@@ -100,12 +105,16 @@ def prior_spec(params: dict | None) -> dict | None:
 
 
 def read_scene_arrays(raw_root: os.PathLike | str, path: str, norm: float | None,
-                      prior: dict | None = None) -> dict:
-    """One scene read from its PNGs (in a worker process): the record's fields (with the prior of
-    ``prior_spec`` when given) and its sums of clear LR/HR values (exact integers: count, sum, sum of
-    squares, uint16 units) for the statistics."""
-    scene = read_scene(Path(raw_root) / path, norm=norm)
-    record = scene_record(scene, prior_image(scene, prior))
+                      prior: dict | None = None, reference: int | None = None,
+                      estimator: dict | None = None) -> dict:
+    """One scene read from its PNGs (in a worker process): the record's fields (with the reference
+    estimator's probabilities and, given a ``prior_spec``, the priors of both tracks) and its sums of
+    clear LR/HR values (exact integers: count, sum, sum of squares, uint16 units) for the statistics.
+    ``reference``: the labelled reference frame's number; ``estimator``: a ``ReferenceEstimator.to_dict``."""
+    from probav.data.index import read_indexed_scene
+
+    scene = read_indexed_scene(raw_root, path, norm, reference)
+    record = scene_record(scene, prior, estimator)
     clear_lr = scene.lr[scene.qm].astype(np.int64)
     record["lr_stats"] = (int(clear_lr.size), int(clear_lr.sum()), int(np.dot(clear_lr, clear_lr)))
     record["hr_stats"] = (0, 0, 0)
@@ -116,24 +125,51 @@ def read_scene_arrays(raw_root: os.PathLike | str, path: str, norm: float | None
 
 
 def prior_image(scene: Scene, prior: dict | None) -> np.ndarray | None:
-    """The (384,384) uint16 prior of a scene for a ``prior_spec`` (None without one)."""
+    """The (384,384) uint16 prior of a scene for a ``prior_spec`` (None without one), on the reference
+    the scene's ``reference_weights`` give (its track)."""
     if prior is None:
         return None
     model = prior_model({"tfrecords": {"prior": prior["model"]}, "classical": prior.get("classical") or {}})
     return model.predict(scene)
 
 
-def scene_record(scene: Scene, prior: np.ndarray | None = None) -> dict:
-    """The fields of the example of an in-memory scene (arrays as little-endian bytes); ``prior`` the
-    (384,384) uint16 prior image, if any."""
+def _estimator(spec: dict | None):
+    from probav.reference import ReferenceEstimator
+
+    if spec is None:
+        return ReferenceEstimator.rule()
+    return ReferenceEstimator(spec["weights"], kind=spec.get("kind", "fitted"), info=spec.get("info"))
+
+
+def scene_record(scene: Scene, prior: dict | None = None, estimator: dict | None = None) -> dict:
+    """The fields of the example of an in-memory scene (arrays as little-endian bytes): the reference
+    estimator's probabilities (``estimator``: a ``ReferenceEstimator.to_dict``, default the hand-set
+    rule) and, given a ``prior_spec``, the priors of both tracks."""
+    from probav.reference import reference_weights
+
     has_hr = scene.hr is not None
+    probs = _estimator(estimator).probabilities(scene)
+    priors = {"challenge": None, "ref": None}
+    if prior is not None:
+        scene.reference_weights = probs
+        priors["challenge"] = prior_image(scene, prior)
+        if scene.reference is not None:
+            scene.reference_weights = reference_weights(scene, "ref")
+            priors["ref"] = prior_image(scene, prior)
+        scene.reference_weights = None
+
+    def image(array):
+        return b"" if array is None else np.ascontiguousarray(array, "<u2").tobytes()
+
     return {"name": scene.name, "band": scene.band, "frames": scene.frames,
             "norm": math.nan if scene.norm is None else float(scene.norm), "has_hr": has_hr,
             "lr": np.ascontiguousarray(scene.lr, "<u2").tobytes(),
             "qm": np.ascontiguousarray(scene.qm, np.uint8).tobytes(),
-            "hr": np.ascontiguousarray(scene.hr, "<u2").tobytes() if has_hr else b"",
+            "hr": image(scene.hr) if has_hr else b"",
             "sm": b"" if scene.sm is None else np.ascontiguousarray(scene.sm, np.uint8).tobytes(),
-            "prior": b"" if prior is None else np.ascontiguousarray(prior, "<u2").tobytes()}
+            "reference": -1 if scene.reference is None else int(scene.reference),
+            "reference_probs": np.ascontiguousarray(probs, "<f4").tobytes(),
+            "prior": image(priors["challenge"]), "prior_ref": image(priors["ref"])}
 
 
 def serialize_record(record: dict) -> bytes:
@@ -151,25 +187,28 @@ def serialize_record(record: dict) -> bytes:
         "frames": i(record["frames"]), "has_hr": i(bool(record["has_hr"])),
         "norm": tf.train.Feature(float_list=tf.train.FloatList(value=[float(record["norm"])])),
         "lr": b(record["lr"]), "qm": b(record["qm"]), "hr": b(record["hr"]), "sm": b(record["sm"]),
-        "prior": b(record.get("prior", b"")),
+        "reference": i(record.get("reference", -1)), "reference_probs": b(record.get("reference_probs", b"")),
+        "prior": b(record.get("prior", b"")), "prior_ref": b(record.get("prior_ref", b"")),
     }
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
-def serialize_scene(scene: Scene, prior: dict | None = None) -> bytes:
-    """One in-memory scene as a serialized ``tf.train.Example`` (with the prior of a ``prior_spec``)."""
-    return serialize_record(scene_record(scene, prior_image(scene, prior)))
+def serialize_scene(scene: Scene, prior: dict | None = None, estimator: dict | None = None) -> bytes:
+    """One in-memory scene as a serialized ``tf.train.Example`` (with the priors of a ``prior_spec``)."""
+    return serialize_record(scene_record(scene, prior, estimator))
 
 
-def write_scenes(scenes: Iterable[Scene], path: os.PathLike | str, prior: dict | None = None) -> Path:
-    """Write in-memory scenes into one GZIP TFRecord file (tests, small tools); ``prior`` a ``prior_spec``."""
+def write_scenes(scenes: Iterable[Scene], path: os.PathLike | str, prior: dict | None = None,
+                 estimator: dict | None = None) -> Path:
+    """Write in-memory scenes into one GZIP TFRecord file (tests, small tools); ``prior`` a ``prior_spec``,
+    ``estimator`` a ``ReferenceEstimator.to_dict`` (default: the hand-set rule)."""
     import tensorflow as tf
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path), options=tf.io.TFRecordOptions(compression_type=COMPRESSION)) as writer:
         for scene in scenes:
-            writer.write(serialize_scene(scene, prior))
+            writer.write(serialize_scene(scene, prior, estimator))
     return path
 
 
@@ -246,13 +285,14 @@ def _moments(count: int, total: int, total_sq: int) -> dict:
     return {"pixels": int(count), "mean": mean / 65535.0, "std": math.sqrt(var) / 65535.0}
 
 
-def _read_job(raw: Path, prior: dict | None, job: tuple[str, float | None]) -> dict:
-    return read_scene_arrays(raw, *job, prior=prior)
+def _read_job(raw: Path, prior: dict | None, estimator: dict | None, job: tuple) -> dict:
+    path, norm, reference = job
+    return read_scene_arrays(raw, path, norm, prior=prior, reference=reference, estimator=estimator)
 
 
 def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os.PathLike | str,
                     out: os.PathLike | str, params: dict | None = None, workers: int | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, estimator: os.PathLike | str | None = None) -> dict:
     """Write the train, dev and test scenes of ``raw`` (index ``scenes``, split ``split``) as TFRecords
     into ``out`` (replaced when complete); returns the content of ``meta.json``.
 
@@ -260,7 +300,10 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
     the prior model reads its settings from group ``classical``);
     ``workers`` overrides the latter. With more than one worker and at least ``POOL_MIN_SCENES`` scenes, worker processes are
     spawned: a script calling this must do so under ``if __name__ == "__main__":``.
+    ``estimator``: the reference estimator's JSON (the ``reference`` stage's; default the hand-set rule).
     """
+    from probav.reference import load_estimator
+
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -268,6 +311,7 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
     per_shard, level, workers = _settings(params, workers)
     prior = prior_spec(params)
     prior_model(params)  # an unknown or trainable model fails now, not in a worker
+    reference = load_estimator(estimator).to_dict()
     tables = plan_subsets(scenes, split)
     norms = read_norm(raw / "norm.csv")
     total = sum(len(t) for t in tables.values())
@@ -283,8 +327,13 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
             "example": {"name": "bytes", "band": "bytes", "frames": "int64", "norm": "float (NaN when unknown)",
                         "has_hr": "int64 0/1", "lr": "T*128*128 uint16 little-endian", "qm": "T*128*128 uint8 0/1",
                         "hr": "384*384 uint16 little-endian, empty without HR", "sm": "384*384 uint8 0/1, empty without SM",
-                        "prior": "384*384 uint16 little-endian, the prior model's prediction, empty without one"},
-            "prior": prior, "subsets": {}}
+                        "reference": "int64 index of the labelled reference frame, -1 without a label",
+                        "reference_probs": "T float32 little-endian, the reference estimator's probabilities",
+                        "prior": "384*384 uint16 little-endian, the prior model's prediction on the estimated "
+                                 "reference (challenge track), empty without one",
+                        "prior_ref": "384*384 uint16 little-endian, the same on the labelled reference (ref "
+                                     "track), empty without a prior or a label"},
+            "prior": prior, "reference_estimator": reference, "subsets": {}}
     lr_stats, hr_stats = _Stats(), _Stats()
     pool = _process_pool(workers, total)
     started = time.perf_counter()
@@ -292,8 +341,8 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
         desc = "writing TFRecords" + (f" (with {prior['model']} priors)" if prior else "")
         with tqdm(total=total, desc=desc, unit="scene", mininterval=0.5, disable=not progress) as bar:
             for subset, table in tables.items():
-                jobs = [(row.path, norms.get(row.name)) for row in table.itertuples(index=False)]
-                read = partial(_read_job, raw, prior)
+                jobs = [(row.path, norms.get(row.name), _label(row)) for row in table.itertuples(index=False)]
+                read = partial(_read_job, raw, prior, reference)
                 records = pool.map(read, jobs, chunksize=2) if pool else map(read, jobs)
                 shards = math.ceil(len(jobs) / per_shard)
                 files, frames, bands, raw_bytes = [], [], {}, 0
@@ -345,6 +394,14 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
     return meta
 
 
+def _label(row) -> int | None:
+    """The labelled reference frame number of an index row (None without one)."""
+    import pandas as pd
+
+    value = getattr(row, "reference", None)
+    return None if value is None or pd.isna(value) else int(value)
+
+
 def build_tfrecords(raw: os.PathLike | str, scenes_csv: os.PathLike | str, split_csv: os.PathLike | str,
                     out: os.PathLike | str, scenes_per_shard: int = 64, workers: int = 2,
                     progress: bool = True) -> dict:
@@ -388,8 +445,11 @@ def feature_spec() -> dict:
             "has_hr": tf.io.FixedLenFeature([], tf.int64),
             "lr": tf.io.FixedLenFeature([], tf.string), "qm": tf.io.FixedLenFeature([], tf.string),
             "hr": tf.io.FixedLenFeature([], tf.string), "sm": tf.io.FixedLenFeature([], tf.string),
-            # Absent from records written before priors existed: read as "no prior".
+            # Absent from records written before priors or references existed: read as "none".
             "prior": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "prior_ref": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "reference": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+            "reference_probs": tf.io.FixedLenFeature([], tf.string, default_value=""),
         }
     return _FEATURES
 
@@ -399,7 +459,8 @@ def parse_example(serialized) -> dict:
     (384,384) uint16 and ``sm`` (384,384) bool (zeros / all false where the scene has none), ``name``,
     ``band`` (string), ``frames`` int32, ``norm`` float32 (NaN when unknown), ``has_hr`` bool and
     ``has_sm`` bool (test scenes may have an SM without HR; ``sm`` is all false without one), ``prior``
-    (384,384) uint16 (zeros without one) and ``has_prior`` bool.
+    and ``prior_ref`` (384,384) uint16 (zeros without one) with ``has_prior`` and ``has_prior_ref`` bool,
+    ``reference`` int32 (-1 without a label) and ``reference_probs`` (T,) float32.
     Works eagerly and inside ``Dataset.map``."""
     import tensorflow as tf
 
@@ -412,11 +473,19 @@ def parse_example(serialized) -> dict:
     # Without HR the vectors are empty: padded with zeros to the full size, so every example has one shape.
     hr = tf.reshape(tf.pad(hr_raw, [[0, HR_SIZE * HR_SIZE - tf.size(hr_raw)]]), [HR_SIZE, HR_SIZE])
     sm = tf.reshape(tf.pad(sm_raw, [[0, HR_SIZE * HR_SIZE - tf.size(sm_raw)]]), [HR_SIZE, HR_SIZE]) > 0
-    prior_raw = tf.io.decode_raw(ex["prior"], tf.uint16, little_endian=True)
-    prior = tf.reshape(tf.pad(prior_raw, [[0, HR_SIZE * HR_SIZE - tf.size(prior_raw)]]), [HR_SIZE, HR_SIZE])
+    priors = {}
+    for key in ("prior", "prior_ref"):
+        raw = tf.io.decode_raw(ex[key], tf.uint16, little_endian=True)
+        priors[key] = tf.reshape(tf.pad(raw, [[0, HR_SIZE * HR_SIZE - tf.size(raw)]]), [HR_SIZE, HR_SIZE])
+        priors[f"has_{key}"] = tf.size(raw) > 0
+    probs = tf.io.decode_raw(ex["reference_probs"], tf.float32, little_endian=True)
+    # Without the estimator's probabilities (older records): every frame alike.
+    probs = tf.cond(tf.size(probs) > 0, lambda: probs,
+                    lambda: tf.fill([frames], 1.0 / tf.cast(tf.maximum(frames, 1), tf.float32)))
     return {"name": ex["name"], "band": ex["band"], "frames": frames, "norm": ex["norm"],
             "has_hr": ex["has_hr"] > 0, "has_sm": tf.size(sm_raw) > 0, "lr": lr, "qm": qm, "hr": hr, "sm": sm,
-            "prior": prior, "has_prior": tf.size(prior_raw) > 0}
+            "reference": tf.cast(ex["reference"], tf.int32), "reference_probs": tf.reshape(probs, [frames]),
+            **priors}
 
 
 def record_dataset(files, num_parallel_reads: int | None = None):
@@ -430,14 +499,19 @@ def record_dataset(files, num_parallel_reads: int | None = None):
 def read_scenes(files) -> Iterator[Scene]:
     """The scenes of TFRecord files as numpy ``Scene`` objects, in file order (round-trip checks, tools).
     ``split`` is ``test`` for files named ``test-…``, else ``train``; ``extra["subset"]`` is the prefix,
-    ``extra["prior"]`` the prior image where the record has one."""
+    ``extra["prior"]``/``extra["prior_ref"]`` the prior images where the record has them,
+    ``extra["reference_probs"]`` the estimator's probabilities."""
     files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     for file in files:
         prefix = Path(file).name.split("-")[0]
         for ex in record_dataset([file]).map(parse_example).as_numpy_iterator():
             has_hr = bool(ex["has_hr"])
             norm = float(ex["norm"])
+            reference = int(ex["reference"])
             yield Scene(name=ex["name"].decode(), band=ex["band"].decode(), lr=ex["lr"], qm=ex["qm"],
                         hr=ex["hr"] if has_hr else None, sm=ex["sm"] if ex["has_sm"] else None,
                         norm=None if math.isnan(norm) else norm, split="test" if prefix == "test" else "train",
-                        extra={"subset": prefix, **({"prior": ex["prior"]} if ex["has_prior"] else {})})
+                        reference=None if reference < 0 else reference,
+                        extra={"subset": prefix, "reference_probs": ex["reference_probs"],
+                               **({"prior": ex["prior"]} if ex["has_prior"] else {}),
+                               **({"prior_ref": ex["prior_ref"]} if ex["has_prior_ref"] else {})})

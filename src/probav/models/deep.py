@@ -4,8 +4,14 @@ A deep model is a ``SRModel`` whose ``build_network(frames)`` returns a Keras ne
 the training input contract (``docs/architecture.md``)::
 
     inputs  {"lr": (B,K,H,W) float32 in [0,1], "qm": (B,K,H,W) float32 0/1, "frame_mask": (B,K) float32}
-            and optionally "prior": (B,3H,3W) float32 in [0,1] (a classical model's prediction)
+            and optionally "reference": (B,K) float32, how likely each frame is the reference (the LR
+            frame of the HR's pass; ``probav.reference``), and "prior": (B,3H,3W) float32 in [0,1] (a
+            classical model's prediction on that reference)
     output  (B,3H,3W,1) float32 in [0,1] units
+
+The frames come with the most likely reference first (``probav.data.pipeline.select_frames``), so
+every network knows it; those that declare the ``reference`` input (``reference_input()``) also see
+its weight per frame: one-hot in the ref track, the estimator's probabilities in the challenge track.
 
 A network that declares the ``prior`` input (``prior_input()``) is trained on the priors stored in
 the TFRecords (``tfrecords.prior``); ``probav.training`` records how they were made
@@ -20,12 +26,13 @@ Normalisation: ``set_normalisation(mean, std)`` (the mean and standard deviation
 values of the training data, measured by ``probav.training``) must be called before
 ``build()``; the values are baked into the network's layers and stored with the model.
 
-Inference (``predict(scene)``): the K = ``input.frames`` frames are chosen by the pipeline's
-``select_frames`` (mode ``top_k``, the one frame selection of the project), padded with empty
-frames (frame_mask 0) when a scene has fewer. With ``model.self_ensemble`` = n > 1 the network is
-run on n variants of the input (member 0 as is, the others with the real frames in a random,
-seeded order and one of the 8 flips/rotations of the image) and the outputs, transformed back,
-are averaged.
+Inference (``predict(scene)``): the reference weights are ``scene.reference_weights`` (set by the
+track; else the hand-set estimator rule), the K = ``input.frames`` frames are chosen by the
+pipeline's ``select_frames`` (mode ``top_k``, the one frame selection of the project), padded with
+empty frames (frame_mask 0) when a scene has fewer. With ``model.self_ensemble`` = n > 1 the network
+is run on n variants of the input (member 0 as is, the others with the real frames after the first
+in a random, seeded order and one of the 8 flips/rotations of the image) and the outputs,
+transformed back, are averaged.
 
 Shared building blocks (all Keras-serialisable, so saved networks load without code changes):
 ``ClearMedian`` (QM- and frame_mask-aware per-pixel median of the frames), ``SplineUpsample``
@@ -251,11 +258,12 @@ def clear_deviations(lr, qm, frame_mask, median, mean: float, std: float):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class FramesToChannels(layers.Layer):
-    """Multi-frame network input: (B,K,H,W) frames → (B,H,W,3K+1) channels.
+    """Multi-frame network input: (B,K,H,W) frames → (B,H,W,4K+1) channels.
 
     Channels: K clear deviations from the median ``(lr_k − median)/std · qm_k · fm_k`` (0 under
     clouds and for padding), the normalised median ``(median − mean)/std``, K clear masks
-    ``qm_k · fm_k``, and K frame-mask planes (``clear_deviations``).
+    ``qm_k · fm_k``, K frame-mask planes (``clear_deviations``) and K reference planes (the weight
+    of frame k as the reference, constant over the image).
     """
 
     def __init__(self, mean: float = 0.0, std: float = 1.0, **kwargs):
@@ -263,14 +271,15 @@ class FramesToChannels(layers.Layer):
         self.mean = float(mean)
         self.std = float(std)
 
-    def call(self, lr, qm, frame_mask, median):
+    def call(self, lr, qm, frame_mask, median, reference):
         deviations, centre, clear, real = clear_deviations(lr, qm, frame_mask, median, self.mean, self.std)
-        stacked = tf.concat([deviations / self.std, centre, clear, real], axis=1)  # (B,3K+1,H,W)
+        planes = real * tf.cast(reference, lr.dtype)[:, :, None, None]
+        stacked = tf.concat([deviations / self.std, centre, clear, real, planes], axis=1)  # (B,4K+1,H,W)
         return tf.transpose(stacked, [0, 2, 3, 1])
 
     def compute_output_shape(self, lr_shape, *_):
         b, k, h, w = lr_shape
-        return (b, h, w, 3 * k + 1)
+        return (b, h, w, 4 * k + 1)
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
@@ -316,8 +325,13 @@ def contract_inputs(frames: int):
 
 
 def prior_input():
-    """The optional fourth input: the classical prior (B,3H,3W) in [0,1] (``tfrecords.prior``)."""
+    """The optional input of the classical prior (B,3H,3W) in [0,1] (``tfrecords.prior``)."""
     return keras.Input((None, None), name="prior")
+
+
+def reference_input(frames: int):
+    """The optional input of the frames' reference weights (B,K)."""
+    return keras.Input((frames,), name="reference")
 
 
 # ----------------------------------------------------------------------------- the base class
@@ -345,6 +359,7 @@ class DeepModel(SRModel):
     """
 
     trainable = True
+    uses_reference = True   # the reference comes first in the input, and the prior is made on it
 
     def __init__(self, params: dict | None = None, settings: dict | None = None,
                  network: keras.Model | None = None):
@@ -399,8 +414,9 @@ class DeepModel(SRModel):
         self.settings["prior"] = spec
 
     def prior_of(self, scene: Scene) -> np.ndarray:
-        """The (384,384) prior of a scene in [0,1] units: the one read with it from the TFRecords
-        (``extra["prior"]``), else recomputed with the model and settings it was trained on."""
+        """The (384,384) prior of a scene in [0,1] units, on its reference weights: the one read with it
+        from the TFRecords (``extra["prior"]``), else recomputed with the model and settings it was
+        trained on."""
         from probav.data.tfrecords import prior_image
 
         image = scene.extra.get("prior")
@@ -461,29 +477,42 @@ class DeepModel(SRModel):
         return {}
 
     # --- inference
-    def select(self, scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Network inputs of one scene: lr (K,H,W) float32 [0,1], qm (K,H,W) float32, frame_mask (K,)."""
+    def select(self, scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Network inputs of one scene: lr (K,H,W) float32 [0,1], qm (K,H,W) float32, frame_mask (K,),
+        reference (K,) (the scene's reference weights, else the hand-set estimator rule's)."""
         from probav.data.pipeline import select_frames
+        from probav.reference import ReferenceEstimator
 
-        return _as_inputs(select_frames(scene.lr, scene.qm, self.frames, "top_k"), self.frames)
+        weights = scene.reference_weights
+        if weights is None:
+            weights = scene.reference_weights = ReferenceEstimator.rule().probabilities(scene)
+        return _as_inputs(select_frames(scene.lr, scene.qm, self.frames, "top_k", reference=weights), self.frames)
+
+    @property
+    def uses_reference_input(self) -> bool:
+        return "reference" in self.input_names
 
     def predict_arrays(self, lr: np.ndarray, qm: np.ndarray, frame_mask: np.ndarray,
-                       prior: np.ndarray | None = None) -> np.ndarray:
-        """SR image (3H,3W) float in [0,1] units of one input (K,H,W) (and its (3H,3W) prior when the
-        network takes one), with the self-ensemble if set."""
+                       prior: np.ndarray | None = None, reference: np.ndarray | None = None) -> np.ndarray:
+        """SR image (3H,3W) float in [0,1] units of one input (K,H,W) (and its (3H,3W) prior and (K,)
+        reference weights when the network takes them), with the self-ensemble if set."""
         n = max(int(self.self_ensemble), 1)
         members = [(np.arange(self.frames), 0)]
         if n > 1:
             rng = np.random.default_rng(derive_seed(self.params, "self_ensemble", self.name))
             real = int(np.count_nonzero(frame_mask))
             for i in range(1, n):
-                order = np.concatenate([rng.permutation(real), np.arange(real, self.frames)])
+                # The reference stays first, as in training.
+                order = np.concatenate([[0], 1 + rng.permutation(max(real - 1, 0)), np.arange(max(real, 1), self.frames)])
                 members.append((order, i % 8))
         batch = {
             "lr": np.stack([dihedral(lr[o], t) for o, t in members]).astype(np.float32),
             "qm": np.stack([dihedral(qm[o], t) for o, t in members]).astype(np.float32),
             "frame_mask": np.stack([frame_mask[o] for o, _ in members]).astype(np.float32),
         }
+        if self.uses_reference_input:
+            reference = np.zeros(self.frames, np.float32) if reference is None else np.asarray(reference)
+            batch["reference"] = np.stack([reference[o] for o, _ in members]).astype(np.float32)
         if self.uses_prior:
             if prior is None:
                 raise ValueError(f"{self.name}: the network needs the scene's prior")
@@ -505,9 +534,9 @@ class DeepModel(SRModel):
     def predict(self, scene: Scene) -> np.ndarray:
         if self.network is None:
             raise RuntimeError(f"{self.name}: the network is not built or loaded")
-        lr, qm, frame_mask = self.select(scene)
+        lr, qm, frame_mask, reference = self.select(scene)
         prior = self.prior_of(scene) if self.uses_prior else None
-        return to_uint16(self.predict_arrays(lr, qm, frame_mask, prior))
+        return to_uint16(self.predict_arrays(lr, qm, frame_mask, prior, reference))
 
     # --- persistence
     def save(self, model_dir: os.PathLike | str) -> None:
@@ -532,9 +561,10 @@ class DeepModel(SRModel):
         return cls(params, settings=settings, network=network)
 
 
-def _as_inputs(chosen, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``select_frames``' (lr, qm, frame_mask) tensors as float32 NumPy arrays, checked."""
-    lr, qm, fm = (np.asarray(v, np.float32) for v in chosen)
-    if lr.shape[0] != frames or qm.shape != lr.shape or fm.shape != (frames,):
-        raise ValueError(f"select_frames returned shapes {lr.shape}, {qm.shape}, {fm.shape} for K = {frames}")
-    return lr, qm, fm
+def _as_inputs(chosen, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``select_frames``' (lr, qm, frame_mask, reference) tensors as float32 NumPy arrays, checked."""
+    lr, qm, fm, ref = (np.asarray(v, np.float32) for v in chosen)
+    if lr.shape[0] != frames or qm.shape != lr.shape or fm.shape != (frames,) or ref.shape != (frames,):
+        raise ValueError(f"select_frames returned shapes {lr.shape}, {qm.shape}, {fm.shape}, {ref.shape} "
+                         f"for K = {frames}")
+    return lr, qm, fm, ref

@@ -11,11 +11,12 @@ Output (B,3H,3W,1) in [0,1] units. Fully convolutional: any H, W (32×32 patches
 mean/std: the training data's clear LR statistics (``DeepModel.set_normalisation``)::
 
     median       clear median M of the K frames (``deep.ClearMedian``: QM and frame_mask aware)
-    frames       per frame k: [ (x_k−M)/std·c_k, (M−mean)/std, c_k ]  c_k = qm_k·fm_k    (B,K,H,W,3)
+    frames       per frame k: [ (x_k−M)/std·c_k, (M−mean)/std, c_k, r_k ]  c_k = qm_k·fm_k,
+                 r_k the frame's weight as the reference (one-hot given, else estimated)   (B,K,H,W,4)
     stem         Conv3D F3, kernel (t,3,3) — frames are the depth axis                    (B,K,H,W,F3)
     3D RFAB ×N3  Conv3D (t,3,3) → ReLU → Conv3D (t,3,3) + Dense(mean over real frames)
                  → channel attention (squeeze-excitation, reduction r) → + skip
-    temporal     1×1×1 Conv3D scores + β·qm_k, padded frames excluded, softmax over K
+    temporal     1×1×1 Conv3D scores + β·qm_k + γ·r_k, padded frames excluded, softmax over K
     attention    → fused features                                                        (B,H,W,F3)
     prior        (prior−mean)/std, its 3×3 HR blocks as 9 channels on the LR grid, joined
                  to the fused features                                                   (B,H,W,F3+9)
@@ -43,7 +44,8 @@ self-ensemble change nothing; flips still do) and the same weights work for any 
 RAMS' 3D temporal convolutions (order dependent; pair it with frame-permutation augmentation).
 Padded frames (frame_mask 0) enter as zeros and get zero attention weight, so their content has
 no effect. Clouded pixels enter as zero deviations and get little weight (β starts at
-``model.misr_qm_bias``). Temporal convolutions with t = 1 run as one Conv2D over the B·K frames
+``model.misr_qm_bias``); the reference frame gets more (γ starts at ``model.misr_reference_bias``),
+and its prior is the classical fusion built on it (``shift_and_add``). Temporal convolutions with t = 1 run as one Conv2D over the B·K frames
 (the same maths as a Conv3D of kernel (1,3,3), about twice as fast on CPU).
 """
 from __future__ import annotations
@@ -53,7 +55,7 @@ import tensorflow as tf
 from keras import layers
 
 from probav.models.deep import (Affine, ClearMedian, DeepModel, ExpandChannel, SpaceToDepth, SplineUpsample,
-                                clear_deviations, contract_inputs, prior_input, subpixel_upsample)
+                                clear_deviations, contract_inputs, prior_input, reference_input, subpixel_upsample)
 from probav.models.registry import register
 from probav.scene import SCALE
 
@@ -67,6 +69,7 @@ DEFAULTS = {
     "misr_temporal_kernel": 1,      # 1: frame-order invariant | 3: RAMS-like temporal convolutions
     "misr_attention_reduction": 8,  # channel attention (squeeze-excitation) reduction ratio
     "misr_qm_bias": 4.0,            # initial attention logit bonus of a clear pixel over a clouded one
+    "misr_reference_bias": 2.0,     # initial attention logit bonus of the reference frame (× its weight)
     "misr_base": "prior",           # global path: prior (the TFRecords' classical prior) | median (RAMS-like)
 }
 BASES = ("prior", "median")
@@ -76,20 +79,22 @@ BASES = ("prior", "median")
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class PrepareFrames(layers.Layer):
-    """Per-frame network input (B,K,H,W,3): [(x_k−M)/std·c_k, (M−mean)/std·fm_k, c_k], c_k = qm_k·fm_k.
+    """Per-frame network input (B,K,H,W,4): [(x_k−M)/std·c_k, (M−mean)/std·fm_k, c_k, r_k·fm_k],
+    c_k = qm_k·fm_k, r_k the frame's reference weight (B,K).
 
     Also returns the clear deviations (x_k−M)·c_k (B,K,H,W,1) in [0,1] units (for the image
-    fusion) and c_k (B,K,H,W) (for the attention)."""
+    fusion), c_k (B,K,H,W) and r_k·fm_k (B,K,H,W) (for the attention)."""
 
     def __init__(self, mean: float = 0.0, std: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.mean = float(mean)
         self.std = float(std)
 
-    def call(self, lr, qm, frame_mask, median):
+    def call(self, lr, qm, frame_mask, median, reference):
         deviation, centre, clear, real = clear_deviations(lr, qm, frame_mask, median, self.mean, self.std)
-        frames = tf.stack([deviation / self.std, centre * real, clear], axis=-1)
-        return frames, deviation[..., None], clear
+        marked = real * tf.cast(reference, lr.dtype)[:, :, None, None]
+        frames = tf.stack([deviation / self.std, centre * real, clear, marked], axis=-1)
+        return frames, deviation[..., None], clear, marked
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
@@ -162,27 +167,32 @@ class ChannelAttention(layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class TemporalAttention(layers.Layer):
-    """Softmax over the K frames of ``scores + β·clear`` (padded frames excluded); weighted sum of ``values``.
+    """Softmax over the K frames of ``scores + β·clear + γ·marked`` (padded frames excluded); weighted
+    sum of ``values``.
 
-    scores (B,K,H,W,S), values (B,K,H,W,C) with S = C or 1, clear (B,K,H,W), frame_mask (B,K)
-    → (B,H,W,C). β is trainable and starts at ``qm_bias``: clouded pixels count less."""
+    scores (B,K,H,W,S), values (B,K,H,W,C) with S = C or 1, clear and marked (B,K,H,W), frame_mask
+    (B,K) → (B,H,W,C). β and γ are trainable and start at ``qm_bias`` (clouded pixels count less) and
+    ``reference_bias`` (the reference counts more)."""
 
-    def __init__(self, qm_bias: float = 4.0, **kwargs):
+    def __init__(self, qm_bias: float = 4.0, reference_bias: float = 2.0, **kwargs):
         super().__init__(**kwargs)
         self.qm_bias = float(qm_bias)
+        self.reference_bias = float(reference_bias)
 
     def build(self, *shapes):
         self.beta = self.add_weight(name="beta", shape=(), initializer=keras.initializers.Constant(self.qm_bias))
+        self.gamma = self.add_weight(name="gamma", shape=(),
+                                     initializer=keras.initializers.Constant(self.reference_bias))
 
-    def call(self, scores, values, clear, frame_mask):
+    def call(self, scores, values, clear, marked, frame_mask):
         fm = tf.cast(frame_mask, scores.dtype)[:, :, None, None, None]
-        logits = scores + self.beta * clear[..., None]
+        logits = scores + self.beta * clear[..., None] + self.gamma * marked[..., None]
         logits = tf.where(fm > 0, logits, tf.fill(tf.shape(logits), tf.constant(-1e9, logits.dtype)))
         weights = tf.nn.softmax(logits, axis=1) * fm
         return tf.reduce_sum(weights * values, axis=1)
 
     def get_config(self):
-        return {**super().get_config(), "qm_bias": self.qm_bias}
+        return {**super().get_config(), "qm_bias": self.qm_bias, "reference_bias": self.reference_bias}
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
@@ -230,9 +240,10 @@ def build_misr_net(frames: int = 9, blocks: int = DEFAULTS["blocks"], filters: i
                    temporal_kernel: int = DEFAULTS["misr_temporal_kernel"],
                    attention_reduction: int = DEFAULTS["misr_attention_reduction"],
                    qm_bias: float = DEFAULTS["misr_qm_bias"], base: str = DEFAULTS["misr_base"],
+                   reference_bias: float = DEFAULTS["misr_reference_bias"],
                    name: str = "misr_net") -> keras.Model:
-    """The network: inputs ``lr``/``qm`` (B,K,H,W), ``frame_mask`` (B,K) (and ``prior`` (B,3H,3W) with
-    ``base="prior"``); output (B,3H,3W,1) in [0,1].
+    """The network: inputs ``lr``/``qm`` (B,K,H,W), ``frame_mask`` and ``reference`` (B,K) (and
+    ``prior`` (B,3H,3W) with ``base="prior"``); output (B,3H,3W,1) in [0,1].
 
     ``mean``/``std``: the clear LR statistics of the training data ([0,1] units)."""
     if int(temporal_kernel) not in (1, 3):
@@ -244,9 +255,10 @@ def build_misr_net(frames: int = 9, blocks: int = DEFAULTS["blocks"], filters: i
         raise ValueError(f"std must be positive, got {std}")
     t = int(temporal_kernel)
     lr, qm, fm = contract_inputs(frames)
-    inputs = {"lr": lr, "qm": qm, "frame_mask": fm}
+    reference = reference_input(frames)
+    inputs = {"lr": lr, "qm": qm, "frame_mask": fm, "reference": reference}
     median = ClearMedian(name="median")(lr, qm, fm)
-    frames_in, deviation, clear = PrepareFrames(mean, std, name="prepare")(lr, qm, fm, median)
+    frames_in, deviation, clear, marked = PrepareFrames(mean, std, name="prepare")(lr, qm, fm, median, reference)
 
     # 3D feature extraction: the frames are the depth axis.
     h = _conv3d(filters_3d, t, "stem3d")(frames_in)
@@ -255,7 +267,7 @@ def build_misr_net(frames: int = 9, blocks: int = DEFAULTS["blocks"], filters: i
 
     # Temporal attention: fuse the features (and, for the median base, the frames' clear deviations).
     feat_scores = layers.Conv3D(filters_3d, 1, kernel_initializer="zeros", name="feat_scores")(h)
-    fused = TemporalAttention(qm_bias, name="feat_attention")(feat_scores, h, clear, fm)
+    fused = TemporalAttention(qm_bias, reference_bias, name="feat_attention")(feat_scores, h, clear, marked, fm)
 
     if base == "prior":
         # The classical fusion is the starting point; the body sees it, rearranged onto the LR grid
@@ -268,7 +280,8 @@ def build_misr_net(frames: int = 9, blocks: int = DEFAULTS["blocks"], filters: i
     else:
         # The median corrected by the attention-fused deviations, cubic-spline ×3.
         img_scores = layers.Conv3D(1, 1, kernel_initializer="zeros", name="img_scores")(h)
-        fused_dev = TemporalAttention(qm_bias, name="img_attention")(img_scores, deviation, clear, fm)
+        fused_dev = TemporalAttention(qm_bias, reference_bias, name="img_attention")(img_scores, deviation, clear,
+                                                                                     marked, fm)
         global_path = SplineUpsample(SCALE, name="spline_upsample")(GatedAnchor(name="anchor")(median, fused_dev))
 
     # 2D body on the fused features, sub-pixel ×3 residual.
@@ -297,4 +310,5 @@ class MisrNet(DeepModel):
             filters_3d=int(self._hp("misr_filters_3d")), blocks_3d=int(self._hp("misr_blocks_3d")),
             temporal_kernel=int(self._hp("misr_temporal_kernel")),
             attention_reduction=int(self._hp("misr_attention_reduction")),
-            qm_bias=float(self._hp("misr_qm_bias")), base=str(self._hp("misr_base")), name=self.name)
+            qm_bias=float(self._hp("misr_qm_bias")), base=str(self._hp("misr_base")),
+            reference_bias=float(self._hp("misr_reference_bias")), name=self.name)

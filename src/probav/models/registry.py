@@ -24,6 +24,7 @@ class SRModel:
 
     name: str = ""
     trainable: bool = False
+    uses_reference: bool = False   # reads scene.reference_weights (its output depends on the track)
 
     def __init__(self, params: dict | None = None):
         self.params = params or {}
