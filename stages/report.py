@@ -12,6 +12,7 @@ from probav.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = os.environ.get("PROBAV_MINI", str(REPO.parent / "shared" / "probav-mini"))
+DEFAULT_REAL_LABELS = os.environ.get("PROBAV_REF", str(REPO.parent / "shared" / "probav-ref" / "reference.json"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="README whose <!-- results:start/end --> block is rewritten ('' = leave it alone)")
     parser.add_argument("--real", default=DEFAULT_REAL,
                         help="the real sample in the official layout (skipped with a sentence where absent)")
+    parser.add_argument("--real-labels", default=DEFAULT_REAL_LABELS,
+                        help="PROBA-V-REF's reference.json for the real sample (skipped where absent)")
     parser.add_argument("--sample-scenes", type=int, default=24, help="scenes per band read for pixel statistics")
     parser.add_argument("--shift-scenes", type=int, default=8, help="of those, scenes per band whose frames are registered")
     parser.add_argument("--sweep-scenes", type=int, default=6, help="dev scenes of the frame-count sweep (0 = none)")
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         paths = Paths(raw=args.raw, scenes=args.scenes, split=args.split, metrics=args.metrics, tables=args.tables,
                       models=args.models_dir, live=args.live, template=args.template, out=args.out,
-                      figures=args.figures, readme=args.readme or None, real=args.real or None, repo=Path("."))
+                      figures=args.figures, readme=args.readme or None, real=args.real or None,
+                      real_labels=args.real_labels or None, repo=Path("."))
         if not paths.template.is_file():
             raise FileNotFoundError(f"{paths.template}: report template not found")
         options = Options(sample_scenes=args.sample_scenes, shift_scenes=args.shift_scenes,

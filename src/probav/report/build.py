@@ -28,12 +28,13 @@ import pandas as pd
 import yaml
 
 from probav.report import data_stats, figures
+from probav.report.reference_section import reference_section
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
-PARAM_GROUPS = ("seed", "data", "synthetic", "split", "tfrecords", "input", "models", "deep_models", "model",
-                "train", "classical", "submission")
+PARAM_GROUPS = ("seed", "data", "reference", "synthetic", "split", "tfrecords", "input", "models", "deep_models",
+                "model", "train", "classical", "submission")
 CROP = 192                   # HR pixels shown in the visual comparisons
 TRAINING_KEYS = {            # models/<name>/training.json (probav.training): first key present wins
     "parameters": ("parameters",),
@@ -61,6 +62,7 @@ class Paths:
     figures: Path | None = None         # default <out's folder>/figures
     readme: Path | None = Path("README.md")
     real: Path | None = None            # the real sample (official layout), if present
+    real_labels: Path | None = None     # PROBA-V-REF's reference.json for the real sample, if present
     repo: Path = Path(".")
 
     def __post_init__(self):
@@ -70,6 +72,7 @@ class Paths:
         self.figures = Path(self.figures) if self.figures else self.out.parent / "figures"
         self.readme = Path(self.readme) if self.readme else None
         self.real = Path(self.real) if self.real else None
+        self.real_labels = Path(self.real_labels) if self.real_labels else None
 
 
 @dataclass
@@ -294,8 +297,10 @@ def layer_summary(keras_model) -> pd.DataFrame:
 def load_models(params: dict, paths: Paths) -> list[ModelRun]:
     in_params = list(dict.fromkeys(list(params.get("models") or []) + list(params.get("deep_models") or [])))
     registry = registry_names()
-    # A model's metrics come with its per-scene table; other JSON in metrics/ (bench.json) is not a model.
-    with_metrics = (sorted(p.stem for p in paths.metrics.glob("*.json") if (paths.tables / f"{p.stem}.csv").is_file())
+    # A model's metrics hold a mean score and come with its per-scene table; other JSON in metrics/
+    # (bench.json, reference.json: the reference estimator's) is not a model.
+    with_metrics = (sorted(p.stem for p in paths.metrics.glob("*.json") if (paths.tables / f"{p.stem}.csv").is_file()
+                           and (read_json(p) or {}).get("mean_score") is not None)
                     if paths.metrics.is_dir() else [])
     names = list(dict.fromkeys(in_params + [m for m in registry if m not in in_params]
                                + [m for m in with_metrics if m not in in_params and m not in registry]))
@@ -478,10 +483,18 @@ def shifts_text(stats: dict, real: dict | None, source: str) -> str:
     return text
 
 
+def _other_track(metrics: dict) -> tuple[str, float | None]:
+    """The track that is not the headline one, and its mean score (None where it was not scored)."""
+    other = "ref" if metrics.get("track", "challenge") == "challenge" else "challenge"
+    return other, ((metrics.get("tracks") or {}).get(other) or {}).get("mean_score")
+
+
 def results_rows(runs: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "kind", "mean score ↓", "cPSNR RED (dB)", "cPSNR NIR (dB)", "mean cPSNR (dB)",
-              "scenes better than baseline", "parameters", "training time", "inference (s/scene)"]
     ran = sorted([r for r in runs if r.ran], key=lambda r: r.metrics["mean_score"])
+    track = ran[0].metrics.get("track", "challenge") if ran else "challenge"
+    other = "ref" if track == "challenge" else "challenge"
+    header = ["model", "kind", f"mean score, {track} ↓", f"mean score, {other}", "cPSNR RED (dB)", "cPSNR NIR (dB)",
+              "mean cPSNR (dB)", "scenes better than baseline", "parameters", "training time", "inference (s/scene)"]
     rows = []
     for r in ran:
         m = r.metrics
@@ -489,6 +502,7 @@ def results_rows(runs: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
         seconds = m.get("seconds")
         per_scene = seconds / m["scenes"] if seconds is not None and m.get("scenes") else None
         rows.append([f"**{r.name}**" if r is ran[0] else r.name, r.kind, fmt(m["mean_score"], 4),
+                     fmt(_other_track(m)[1], 4),
                      fmt((bands.get("RED") or {}).get("mean_cpsnr"), 2), fmt((bands.get("NIR") or {}).get("mean_cpsnr"), 2),
                      fmt(m.get("mean_cpsnr"), 2),
                      fmt(100 * m["beats_baseline"], 0, " %") if m.get("beats_baseline") is not None else "n/a",
@@ -497,7 +511,7 @@ def results_rows(runs: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
                      fmt_sig(per_scene)])
     for r in runs:
         if not r.ran and (r.in_params or r.in_registry):
-            rows.append([r.name, r.kind, "not run", "—", "—", "—", "—",
+            rows.append([r.name, r.kind, "not run", "—", "—", "—", "—", "—",
                          fmt_int(r.parameters) if r.parameters else "—", "—", "—"])
     return header, rows
 
@@ -660,8 +674,10 @@ def results_text(runs: list[ModelRun]) -> str:
     not_run = [r.name for r in runs if not r.ran and r.in_params]
     if not_run:
         text += f" Not run in this pipeline: {', '.join(f'`{n}`' for n in not_run)}."
-    text += (" Columns: mean score = mean over dev scenes of norm / cPSNR (the official submission score, lower "
-             "is better); cPSNR per band = mean of the scenes' best-of-49-shifts cPSNR; scenes better than "
+    text += (f" Columns: mean score = mean over dev scenes of norm / cPSNR (the official submission score, lower "
+             f"is better) in the headline track ({m.get('track', 'challenge')}: "
+             f"{'reference estimated' if m.get('track', 'challenge') == 'challenge' else 'reference given'}) and in "
+             f"the other; cPSNR per band = mean of the scenes' best-of-49-shifts cPSNR; scenes better than "
              "baseline = share of scenes with a score below 1; training time from `models/<name>/training.json`; "
              "inference = prediction seconds per scene on this machine, from `metrics/<name>.json`.")
     return text
@@ -1041,7 +1057,7 @@ def baseline_vs_norm(runs, real_root: Path | None, source: str) -> str:
 def readme_block(runs: list[ModelRun], source: str, paths: Paths, box_png: Path | None, commit: str | None) -> str:
     readme_dir = paths.readme.parent if paths.readme else Path(".")
     header, rows = results_rows(runs)
-    keep = [0, 2, 3, 4, 7, 8]
+    keep = [0, 2, 3, 4, 5, 8, 9]
     table = md_table([header[i] for i in keep], [[row[i] for i in keep] for row in rows])
     lines = []
     if source == "synthetic":
@@ -1186,6 +1202,8 @@ def build_report(params: dict, paths: Paths, options: Options | None = None) -> 
     header, rows = results_rows(runs)
     ctx["results_table"] = md_table(header, rows, ["l", "l"] + ["r"] * (len(header) - 2))
     ctx["results_text"] = results_text(runs)
+    log("reference frame and tracks", options)
+    ctx["reference_section"] = reference_section(params, paths, runs, real_root, paths.real_labels, out_dir)
     box = None
     if ran:
         tables = {r.name: r.table for r in ran}
