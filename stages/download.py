@@ -9,7 +9,6 @@ import sys
 
 from probav.data.check import check_scenes
 from probav.data.download import DataSourceError, data_settings, prepare_labels, prepare_raw
-from probav.data.reference_labels import LabelsError
 from probav.params import load_params
 from probav.scene import BadSceneError
 
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_labels(params, raw, args.cache)
         check_scenes(raw, on_bad_scene=settings["on_bad_scene"], workers=int(settings["workers"]),
                      index_csv=args.index)
-    except (DataSourceError, BadSceneError, LabelsError, FileNotFoundError, ValueError) as err:
+    except (DataSourceError, BadSceneError, FileNotFoundError, ValueError) as err:
         print(f"download stage failed: {err}", file=sys.stderr)
         return 1
     return 0

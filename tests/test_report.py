@@ -122,6 +122,17 @@ def fake_run(tmp_path_factory) -> Path:
     # training.json lives beside the (absent) saved network: keep the folder without a model file.
     model_dir.mkdir(parents=True)
     (model_dir / "training.json").write_text(json.dumps(training))
+    # The reference stage's outputs (its format, made-up numbers): not a model, a section of its own.
+    reference = {"track": "challenge", "estimator": "fitted", "weights": {"sm_mismatch": -40.0, "clearance": 6.0},
+                 "train_scenes": 3, "labelled": {"train": 3, "dev": 2},
+                 "dev": {"scenes": 2, "top1": 0.5, "top3": 1.0, "mean_probability": 0.4, "log_loss": 0.9,
+                         "rule": {"scenes": 2, "top1": 0.5, "top3": 0.5, "mean_probability": 0.3, "log_loss": 1.2}},
+                 "single_frame": {"reference_cpsnr": 47.0, "estimated_cpsnr": 46.5, "mistakes": 1,
+                                  "mistake_cost_db": 1.1, "margin_db": {"min": 0.4, "p10": 0.5, "median": 1.2,
+                                                                        "p90": 2.0, "max": 2.2, "mean": 1.3}}}
+    (metrics / "reference.json").write_text(json.dumps(reference))
+    pd.DataFrame({"scene": ["imgset0000", "imgset0001"], "margin": [0.4, 2.2]}).to_csv(
+        metrics / "scenes" / "reference.csv", index=False)
     (root / "README.md").write_text(README)
     return root
 
@@ -182,7 +193,7 @@ def test_results_table_matches_metrics(fake_run: Path, report: str):
     for name in ("baseline", "median", "shift_and_add", "misr_net"):
         metrics = json.loads((fake_run / "metrics" / f"{name}.json").read_text())
         row = table.loc[name]
-        assert float(row["mean score ↓"]) == pytest.approx(round(metrics["mean_score"], 4), abs=1e-9)
+        assert float(row["mean score, challenge ↓"]) == pytest.approx(round(metrics["mean_score"], 4), abs=1e-9)
         assert float(row["mean cPSNR (dB)"]) == pytest.approx(round(metrics["mean_cpsnr"], 2), abs=1e-9)
         for band in ("RED", "NIR"):
             assert float(row[f"cPSNR {band} (dB)"]) == pytest.approx(
@@ -192,8 +203,8 @@ def test_results_table_matches_metrics(fake_run: Path, report: str):
         assert float(row["inference (s/scene)"]) == pytest.approx(per_scene, rel=5e-3)
     assert table.loc["misr_net", "parameters"] == "97,358"
     assert table.loc["misr_net", "training time"] == "13.5 min"
-    assert table.loc["residual_single", "mean score ↓"] == "not run"  # in params.yaml, without metrics
-    scores = [float(v) for v in table["mean score ↓"] if v != "not run"]
+    assert table.loc["residual_single", "mean score, challenge ↓"] == "not run"  # in params.yaml, without metrics
+    scores = [float(v) for v in table["mean score, challenge ↓"] if v != "not run"]
     assert scores == sorted(scores), "models are ranked by mean score"
     # The best model is named consistently with the numbers.
     best = min(("baseline", "median", "shift_and_add", "misr_net"),
@@ -226,7 +237,7 @@ def test_readme_block_rewritten(fake_run: Path, report: str):
     assert (fake_run / image).is_file()
     table = _table_after(block, "| model").set_index("model")
     metrics = json.loads((fake_run / "metrics" / "median.json").read_text())
-    assert float(table.loc["median", "mean score ↓"]) == round(metrics["mean_score"], 4)
+    assert float(table.loc["median", "mean score, challenge ↓"]) == round(metrics["mean_score"], 4)
     # Rewriting is idempotent.
     assert build.update_readme(fake_run / "README.md", block.split("\n", 1)[1]) is True
     assert build.update_readme(fake_run / "nothing.md", "x") is False
@@ -313,6 +324,17 @@ def test_empty_run(tmp_path: Path):
     text = _build(tmp_path, real=None)
     assert "official PROBA-V" in text.splitlines()[0]
     table = _table_after(text, "## 4. Results")
-    assert set(table["mean score ↓"]) == {"not run"}
+    assert set(table["mean score, challenge ↓"]) == {"not run"}
     assert "No model has been scored yet." in text
     assert "synthetic" not in (tmp_path / "README.md").read_text().split("<!-- results:start -->")[1]
+
+
+def test_reference_section_reads_the_reference_stage_and_is_not_a_model(report: str):
+    section = report[report.index("### The reference frame: estimated or given"):report.index("### Score per scene")]
+    estimator = _table_after(section, "**The estimator on the 2 labelled dev scenes**")
+    assert list(estimator["top-1"]) == ["50 %", "50 %"] and list(estimator["top-3"]) == ["100 %", "50 %"]
+    assert "median 1.20 dB" in section and "wrong picks cost 1.10 dB" in section
+    tracks = _table_after(section, "**Both tracks, every model**").set_index("model")
+    assert "shift_and_add" in tracks.index and "reference" not in tracks.index
+    models = _table_after(report, "## 3. The approaches")
+    assert "`reference`" not in set(models["model"])

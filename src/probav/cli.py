@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, BadSceneError, SubmissionError, FileNotFoundError, ValueError) as err:  # LabelsError too
+    except (CliError, BadSceneError, SubmissionError, FileNotFoundError, ValueError) as err:
         print(f"probav {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from probav.data.reference_labels import TRACKS
 from probav.metrics.score import score as scene_score
 from probav.metrics.score import shifted_cpsnr
 from probav.models.baseline import baseline_sr
 from probav.models.registry import SRModel
 from probav.scene import HR_SIZE, Scene
 
-TRACKS = ("challenge", "ref")
 COLUMNS = ["scene", "band", "frames", "clearance", "hr_clearance", "norm", "cpsnr", "score", "seconds",
            "cpsnr_challenge", "score_challenge", "cpsnr_ref", "score_ref", "reference", "estimated"]
 

@@ -43,11 +43,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from probav.data.reference_labels import TRACKS
 from probav.models.baseline import bicubic_upscale, clearest_frames
 from probav.registration import Alignment, bias_corrected_mse, clear_median
 from probav.scene import SCALE, Scene, to_uint16
 
-TRACKS = ("challenge", "ref")
 FEATURES = ("clearance", "sm_mismatch", "median_distance", "median_distance_raw", "sharpness", "gain")
 # The hand-set rule, per unit of each feature: a frame whose clouds differ from the SM's on 5% more
 # pixels loses a factor e² ≈ 7 in odds; a frame twice as far from the typical frame a factor 2.

@@ -14,6 +14,11 @@ Two steps:
 
 ``register`` chains them and validates the result (plausible size, converged, enough common
 clear pixels, plausible gain, good correlation after registration); a rejected registration says why.
+
+``Alignment`` holds a scene's frames registered to one of them (shift, gain, offset each) and
+re-expresses them exactly relative to another (``rebase``), another contrast (``rescaled``) or output
+grid (``recentred``); ``stack`` resamples the frames onto that grid. The reference estimator and
+``shift_and_add`` share one registration of every frame this way.
 """
 from __future__ import annotations
 

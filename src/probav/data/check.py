@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from probav.data.index import write_csv_atomic
-from probav.data.reference_labels import LabelsError, labels_path, read_labels
+from probav.data.reference_labels import labels_path, read_labels
 from probav.scene import (MIN_FRAMES, SPLITS, BadSceneError, frame_indices, read_norm, read_scene,
                           scene_dirs)
 
@@ -101,12 +101,7 @@ def _check_label(scene_dir: Path, raw_root: Path, scene, band: str, frame: int) 
 def read_index_labels(raw_root: Path) -> dict[str, tuple[str, int]] | None:
     """The data's reference labels (``raw/reference.json``), or None where it has none."""
     path = labels_path(raw_root)
-    if path is None:
-        return None
-    try:
-        return read_labels(path)
-    except LabelsError as err:
-        raise BadSceneError(err.path, err.problem) from err
+    return None if path is None else read_labels(path)
 
 
 def _relative(path: Path, root: Path) -> str:

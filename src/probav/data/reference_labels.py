@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from probav.scene import BANDS, SCENE_NAME
+from probav.scene import BANDS, SCENE_NAME, BadSceneError
 
 LABELS_FILE = "reference.json"
 # PROBA-V-REF's reference.json, pinned to a commit so that the checksum stays true.
@@ -29,13 +29,8 @@ PROBAV_REF_SIZE = 76_600
 _FRAME = re.compile(r"^\d{3}$")
 
 
-class LabelsError(ValueError):
+class LabelsError(BadSceneError):
     """A labels file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: os.PathLike | str, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 def parse_labels(data, path: os.PathLike | str = LABELS_FILE) -> dict[str, tuple[str, int]]:
