@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install repro test test-fast bench gpu-estimate report clean-venv
+.PHONY: install repro test test-fast bench nohr gpu-estimate report clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -f -s bench/dvc.yaml:bench
+
+# The no-HR quality check, validated on the dev split and applied to the real scenes without HR (a study:
+# about 10 minutes; the report reads metrics/nohr.json when present).
+nohr: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:nohr
 
 # Expected training time of the full-size GPU profile (traced FLOPs + metrics/bench.json); no GPU needed.
 gpu-estimate: $(STAMP)

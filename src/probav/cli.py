@@ -3,6 +3,7 @@
     probav predict --model shift_and_add --data DATA --split test --out predictions/ [--track ref]
     probav score predictions/ --data DATA [--json]
     probav reference --data DATA [--labels reference.json] [--json]
+    probav consistency FOLDER --model shift_and_add [--json]
     probav validate-submission submission/submission.zip [--data DATA]
     probav profile profiles/gpu-real.yaml [--exp-args | --estimate]
 
@@ -23,6 +24,7 @@ EPILOG = """examples:
   probav predict --model shift_and_add --data ../shared/probav-mini --split train --out pred/ --track ref \
       --labels ../shared/probav-ref/reference.json
   probav reference --data ../shared/probav-mini --labels ../shared/probav-ref/reference.json
+  probav consistency ../shared/probav-lr-only --model shift_and_add
   probav score pred/ --data ../shared/probav-mini
   probav score submission/submission.zip --data data/raw --scenes imgset0000,imgset0001 --json
   probav validate-submission submission/submission.zip --data data/raw
@@ -303,6 +305,55 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consistency(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from probav.consistency import scene_consistency
+    from probav.data.reference_labels import reference_settings
+    from probav.models.registry import load_model
+    from probav.real import find_scene_folders, read_any_scene
+    from probav.scene import read_norm
+
+    root = Path(args.folder)
+    folders = find_scene_folders(root, args.split)
+    names = _scene_list(args.scenes)
+    if names is not None:
+        unknown = sorted(set(names) - {d.name for d in folders})
+        if unknown:
+            raise CliError(f"scene(s) not found in {root}: {', '.join(unknown)}")
+        folders = [d for d in folders if d.name in names]
+    params = _load_params(args.params)
+    track = args.track or reference_settings(params)["track"]
+    try:
+        model = load_model(args.model, params, model_dir=Path(args.models_dir) / args.model)
+    except KeyError as err:
+        raise CliError(err.args[0]) from None
+    labels, estimator = _reference_tools(args, root, params)
+    norms = read_norm(root / "norm.csv") if (root / "norm.csv").is_file() else {}
+    rows = {}
+    for folder in tqdm(folders, desc=f"consistency {args.model}", unit="scene", leave=False, disable=args.quiet):
+        scene = read_any_scene(folder, norms, labels)
+        result = scene_consistency(model, scene, track, estimator, args.held_out)
+        rows[scene.name] = {"band": scene.band, "frames": scene.frames, "qm": bool(not scene.qm.all()),
+                            "cpsnr": None if result["cpsnr"] != result["cpsnr"] else result["cpsnr"],
+                            "held_out": [{"frame": r.frame, "cpsnr": r.cpsnr, "psf_sigma": r.psf_sigma}
+                                         for r in result["frames"]]}
+    values = [r["cpsnr"] for r in rows.values() if r["cpsnr"] is not None]
+    mean = sum(values) / len(values) if values else None
+    if args.json:
+        print(json.dumps({"model": args.model, "track": track, "mean_cpsnr": mean, "scenes": rows}, indent=2))
+        return 0
+    for name, row in rows.items():
+        held = ", ".join(f"LR{r['frame']:03d} {r['cpsnr']:.2f}" for r in row["held_out"])
+        value = "n/a" if row["cpsnr"] is None else f"{row['cpsnr']:.2f}"
+        print(f"{name} {row['band']:<3} {row['frames']:>2} frames{'' if row['qm'] else ' (no QM)'}: {value} dB  "
+              f"(held out: {held or 'no clear frame to hold out'})")
+    print(f"{args.model} ({track} track): mean leave-one-frame-out consistency "
+          f"{'n/a' if mean is None else f'{mean:.2f} dB'} over {len(values)} of {len(rows)} scene(s) "
+          f"(higher is better; not the official score)")
+    return 0
+
+
 def _reference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="reference labels, PROBA-V-REF's reference.json format "
                                                   "(default: DATA/reference.json if present)")
@@ -350,6 +401,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3, help="frames listed per scene")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("consistency", help="a quality check without HR: leave-one-frame-out consistency",
+                       description="For scenes without an HR (test scenes, LR frames only): hold out a clear frame, "
+                                   "super-resolve from the others, bring the result to the held-out frame's grid "
+                                   "and resolution (registration, blur, 3x3 binning), remove the brightness bias "
+                                   "and compute a cPSNR on its clear pixels; the mean over held-out frames. Higher "
+                                   "is better. Not the official score: see probav/consistency.py for what it "
+                                   "measures and how well it ranks models.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("folder", help="official layout (train|test/RED|NIR/imgsetNNNN), LR-only layout "
+                                  "(RED|NIR/imgsetNNNN/LRnnn.png: no QM, every pixel taken as clear) or one scene")
+    p.add_argument("--model", required=True, help=f"model name: {', '.join(available_models())}")
+    p.add_argument("--split", default=None, choices=["train", "test"], help="official layout: one split only")
+    p.add_argument("--scenes", default=None, help="comma-separated scene names (default: every scene)")
+    p.add_argument("--held-out", type=int, default=2, help="clear frames held out per scene")
+    p.add_argument("--models-dir", default="models", help="trained models live in MODELS_DIR/<model>/")
+    p.add_argument("--params", default=None, help="parameters file (default: ./params.yaml if present)")
+    _reference_arguments(p)
+    p.add_argument("--track", default=None, choices=["challenge", "ref"], help="default: params.yaml reference.track")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_consistency)
 
     p = sub.add_parser("score", help="official score of predicted PNGs against the scenes' HR",
                        description="Score a folder or zip of imgsetNNNN.png against the scenes of DATA that have "

@@ -135,10 +135,11 @@ def frame_indices(scene_dir: os.PathLike | str) -> list[int]:
 
 
 def read_scene(scene_dir: os.PathLike | str, norm: float | None = None, min_frames: int = MIN_FRAMES,
-               require_hr: bool | None = None) -> Scene:
+               require_hr: bool | None = None, require_qm: bool = True) -> Scene:
     """Read a scene folder; every problem raises BadSceneError naming the file.
 
-    ``require_hr`` defaults to True for scenes under ``train/`` and False under ``test/``.
+    ``require_hr`` defaults to True for scenes under ``train/`` and False under ``test/``. With
+    ``require_qm`` False a frame without its QM is taken as clear everywhere (LR-only material).
     """
     scene_dir = Path(scene_dir)
     if not scene_dir.is_dir():
@@ -154,10 +155,13 @@ def read_scene(scene_dir: os.PathLike | str, norm: float | None = None, min_fram
     qm = np.empty((len(indices), LR_SIZE, LR_SIZE), bool)
     for k, i in enumerate(indices):
         qm_path = scene_dir / f"QM{i:03d}.png"
-        if not qm_path.is_file():
-            raise BadSceneError(qm_path, f"missing quality mask for LR{i:03d}.png")
         lr[k] = read_image(scene_dir / f"LR{i:03d}.png", (LR_SIZE, LR_SIZE))
-        qm[k] = read_mask(qm_path, (LR_SIZE, LR_SIZE))
+        if qm_path.is_file():
+            qm[k] = read_mask(qm_path, (LR_SIZE, LR_SIZE))
+        elif require_qm:
+            raise BadSceneError(qm_path, f"missing quality mask for LR{i:03d}.png")
+        else:
+            qm[k] = True
     hr = sm = None
     hr_path, sm_path = scene_dir / "HR.png", scene_dir / "SM.png"
     if hr_path.exists() or require_hr:

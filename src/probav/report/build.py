@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from probav.report import data_stats, figures
+from probav.report.real_results import real_results
 from probav.report.reference_section import reference_section
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
@@ -1204,6 +1205,7 @@ def build_report(params: dict, paths: Paths, options: Options | None = None) -> 
     ctx["results_text"] = results_text(runs)
     log("reference frame and tracks", options)
     ctx["reference_section"] = reference_section(params, paths, runs, real_root, paths.real_labels, out_dir)
+    ctx["real_results"] = real_results(paths, runs, out_dir, source)
     box = None
     if ran:
         tables = {r.name: r.table for r in ran}

@@ -129,12 +129,13 @@ def reference_section(params: dict, paths, runs, real_root: Path | None, real_la
                       out_dir: Path) -> str:
     """The section's Markdown: the estimator, the margin, the two tracks, and the real scenes."""
     from probav.data.reference_labels import reference_settings
-    from probav.report.build import figure_md, fmt, md_table, read_table
+    from probav.report.build import figure_md, fmt, md_table
     from probav.reference import ReferenceEstimator
 
     metrics_path = paths.metrics / "reference.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    table = read_table(paths.tables / "reference.csv")
+    table_path = paths.tables / "reference.csv"
+    table = pd.read_csv(table_path, dtype={"scene": str}) if table_path.is_file() else None
     estimator_path = paths.models / "reference" / "estimator.json"
     estimator = ReferenceEstimator.load(estimator_path) if estimator_path.is_file() else ReferenceEstimator.rule()
     track = reference_settings(params)["track"]
