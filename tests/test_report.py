@@ -252,7 +252,7 @@ def test_render_rejects_unknown_placeholders():
 def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
     """With the real sample: its statistics, the real-against-run figures and the baseline-against-norm.csv
     sentence (the parts of the report that only exist where the sample is present)."""
-    from probav.report import data_stats
+    from probav.data import stats as data_stats
     from probav.scene import read_scene
 
     paths = build.Paths(raw=fake_run / "data/raw", out=tmp_path / "report.md", real=probav_mini)

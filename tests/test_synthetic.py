@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from skimage.registration import phase_cross_correlation
 
 from probav.data import synthetic
 from probav.data.synthetic import (CLASS_NAMES, DEFAULT_SETTINGS, generate, read_truth, resolve_settings,
-                                   scene_plan, simulate_scene, statistics, summarize)
+                                   scene_plan, simulate_scene)
 from probav.metrics.score import shifted_cpsnr
 from probav.models.baseline import bicubic_upscale
 from probav.scene import HR_SIZE, LR_SIZE, NO_DATA, read_norm, read_scene, scene_dirs, to_uint16
@@ -295,28 +294,6 @@ def test_reference_labels_are_written_like_probav_ref(archive: Path):
     for name, (band, frame) in {**labels, **hidden}.items():
         rows = truth[name]
         assert rows[frame]["days"] == 0 and rows[frame]["band"] == band
-
-
-def test_statistics_summary(archive: Path, probav_mini_or_none):
-    stats = statistics(archive)
-    assert set(stats) == {"RED", "NIR"}
-    red = stats["RED"]
-    assert red["scenes"] == 3 and len(red["frames"]) == 3
-    assert red["lr_hist"].sum() == pytest.approx(sum(s.qm.sum() for s in _all_scenes(archive) if s.band == "RED"))
-    assert red["nodata_unmasked"] == 0
-    summary = summarize(stats)
-    assert 9 <= summary["RED"]["frames_mean"] <= 11
-    assert summary["NIR"]["hr_slope"] is None or summary["NIR"]["hr_slope"] < -1.5
-    if probav_mini_or_none is not None:
-        result = synthetic.compare_with_real(archive, probav_mini_or_none, max_scenes=2)
-        assert result["real"]["RED"]["scenes"] == 2
-        assert result["real_norm_all"]["RED"][0] == pytest.approx(47.42, abs=0.05)  # train+test RED
-
-
-@pytest.fixture
-def probav_mini_or_none():
-    mini = Path(os.environ.get("PROBAV_MINI", Path(__file__).resolve().parents[2] / "shared" / "probav-mini"))
-    return mini if (mini / "norm.csv").is_file() else None
 
 
 def test_default_settings_are_json_serialisable():

@@ -96,6 +96,24 @@ def _reference_tools(args: argparse.Namespace, data: Path, params: dict):
     return labels, estimator
 
 
+def _model_and_reference(args: argparse.Namespace, data: Path):
+    """What predicting needs: the model (``--model``, ``--params``, ``--models-dir``), the track
+    (``--track``, else params.yaml's), the labels and the estimator (``_reference_tools``), and DATA's norms."""
+    from probav.data.reference_labels import reference_settings
+    from probav.models.registry import load_model
+    from probav.scene import read_norm
+
+    params = _load_params(args.params)
+    track = args.track or reference_settings(params)["track"]
+    try:
+        model = load_model(args.model, params, model_dir=Path(args.models_dir) / args.model)
+    except KeyError as err:
+        raise CliError(err.args[0]) from None
+    labels, estimator = _reference_tools(args, data, params)
+    norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
+    return model, track, labels, estimator, norms
+
+
 def _read_labelled(folder: Path, norm, labels: dict):
     """A scene of a folder (HR optional) with its labelled reference frame, if the labels have it."""
     from probav.scene import read_scene
@@ -113,23 +131,14 @@ def _read_labelled(folder: Path, norm, labels: dict):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from probav.data.reference_labels import reference_settings
     from probav.evaluate import check_prediction
-    from probav.models.registry import load_model
     from probav.reference import with_track
-    from probav.scene import read_norm, write_png
+    from probav.scene import write_png
     from tqdm import tqdm
 
     data = Path(args.data)
     folders = _scene_folders(data, args.split, _scene_list(args.scenes))
-    params = _load_params(args.params)
-    track = args.track or reference_settings(params)["track"]
-    try:
-        model = load_model(args.model, params, model_dir=Path(args.models_dir) / args.model)
-    except KeyError as err:
-        raise CliError(err.args[0]) from None
-    labels, estimator = _reference_tools(args, data, params)
-    norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
+    model, track, labels, estimator, norms = _model_and_reference(args, data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     unlabelled = 0
@@ -309,10 +318,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from probav.consistency import scene_consistency
-    from probav.data.reference_labels import reference_settings
-    from probav.models.registry import load_model
     from probav.real import find_scene_folders, read_any_scene
-    from probav.scene import read_norm
 
     root = Path(args.folder)
     folders = find_scene_folders(root, args.split)
@@ -322,14 +328,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
         if unknown:
             raise CliError(f"scene(s) not found in {root}: {', '.join(unknown)}")
         folders = [d for d in folders if d.name in names]
-    params = _load_params(args.params)
-    track = args.track or reference_settings(params)["track"]
-    try:
-        model = load_model(args.model, params, model_dir=Path(args.models_dir) / args.model)
-    except KeyError as err:
-        raise CliError(err.args[0]) from None
-    labels, estimator = _reference_tools(args, root, params)
-    norms = read_norm(root / "norm.csv") if (root / "norm.csv").is_file() else {}
+    model, track, labels, estimator, norms = _model_and_reference(args, root)
     rows = {}
     for folder in tqdm(folders, desc=f"consistency {args.model}", unit="scene", leave=False, disable=args.quiet):
         scene = read_any_scene(folder, norms, labels)

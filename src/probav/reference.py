@@ -16,8 +16,9 @@ linear score of per-frame features). Every feature uses only what a test scene h
 scene's other frames (``frame_features``):
 
 - ``clearance``: log of the frame's clear share over the clearest frame's;
-- ``sm_mismatch``: share of LR pixels where the frame's QM disagrees with the HR's SM (block-reduced),
-  minus the scene's smallest: the HR's clouds are the reference's clouds (test scenes have an SM too);
+- ``sm_mismatch``: log of the share of LR pixels where the frame's QM disagrees with the HR's SM
+  (block-reduced) over the scene's smallest (both plus ``SM_FLOOR``): the HR's clouds are the
+  reference's clouds (test scenes have an SM too);
 - ``median_distance``: log of the bias-corrected, gain-matched mean squared difference to the per-pixel
   clear median of the registered frames (the most typical frame), minus the scene's median;
 - ``median_distance_raw``: the same without gain matching (PROBAV.md: ranks the real reference 1st–3rd on
@@ -49,9 +50,11 @@ from probav.registration import Alignment, bias_corrected_mse, clear_median
 from probav.scene import SCALE, Scene, to_uint16
 
 FEATURES = ("clearance", "sm_mismatch", "median_distance", "median_distance_raw", "sharpness", "gain")
-# The hand-set rule, per unit of each feature: a frame whose clouds differ from the SM's on 5% more
-# pixels loses a factor e² ≈ 7 in odds; a frame twice as far from the typical frame a factor 2.
-RULE_WEIGHTS = {"clearance": 8.0, "sm_mismatch": -40.0, "median_distance": -0.5, "median_distance_raw": -0.5,
+# The hand-set rule, per unit of each feature: a frame whose clouds differ from the SM's on 3.5% of the
+# pixels where another frame matches it exactly loses a factor 70 in odds; a frame twice as far from the
+# typical frame a factor 2.
+SM_FLOOR = 0.005   # mismatch share below which QM/SM differences are noise (a few pixels of mask edge)
+RULE_WEIGHTS = {"clearance": 8.0, "sm_mismatch": -2.0, "median_distance": -0.5, "median_distance_raw": -0.5,
                 "sharpness": 0.5, "gain": -10.0}
 FORMAT = "probav-reference-estimator/1"
 
@@ -110,7 +113,9 @@ def frame_features(scene: Scene, alignment: Alignment | None = None, reg_setting
     out[:, col["clearance"]] = np.log(np.maximum(counts, 1) / max(counts.max(), 1))
     if scene.sm is not None:
         mismatch = (qm != sm_on_lr_grid(scene.sm)[None]).reshape(t, -1).mean(axis=1)
-        out[:, col["sm_mismatch"]] = mismatch - mismatch.min()
+        # Relative (log) mismatch: a frame that matches the SM's small clouds exactly stands out from frames
+        # a few percent off as much as a large cloud's match does.
+        out[:, col["sm_mismatch"]] = np.log((mismatch + SM_FLOOR) / (mismatch.min() + SM_FLOOR))
     else:
         out[:, col["sm_mismatch"]] = 0.0
 

@@ -48,6 +48,7 @@ class Scene:
     frame_ids: np.ndarray | None = None           # the file number NNN of each frame (LRNNN.png); None: 0…T−1
     reference: int | None = None                  # index of the frame taken on the HR's own pass, when labelled
     reference_weights: np.ndarray | None = None   # (T,) how likely each frame is that one, as the track decides
+    has_qm: bool = True                           # False: LR-only material, every pixel taken as clear
 
     @property
     def frames(self) -> int:
@@ -153,6 +154,7 @@ def read_scene(scene_dir: os.PathLike | str, norm: float | None = None, min_fram
         raise BadSceneError(scene_dir, f"too few LR frames: {len(indices)}, at least {min_frames} needed")
     lr = np.empty((len(indices), LR_SIZE, LR_SIZE), np.uint16)
     qm = np.empty((len(indices), LR_SIZE, LR_SIZE), bool)
+    has_qm = True
     for k, i in enumerate(indices):
         qm_path = scene_dir / f"QM{i:03d}.png"
         lr[k] = read_image(scene_dir / f"LR{i:03d}.png", (LR_SIZE, LR_SIZE))
@@ -162,6 +164,7 @@ def read_scene(scene_dir: os.PathLike | str, norm: float | None = None, min_fram
             raise BadSceneError(qm_path, f"missing quality mask for LR{i:03d}.png")
         else:
             qm[k] = True
+            has_qm = False
     hr = sm = None
     hr_path, sm_path = scene_dir / "HR.png", scene_dir / "SM.png"
     if hr_path.exists() or require_hr:
@@ -173,7 +176,7 @@ def read_scene(scene_dir: os.PathLike | str, norm: float | None = None, min_fram
             raise BadSceneError(sm_path, "missing status mask SM.png for the HR image")
         sm = read_mask(sm_path, (HR_SIZE, HR_SIZE))
     return Scene(name=scene_dir.name, band=band, split=split, lr=lr, qm=qm, hr=hr, sm=sm, norm=norm,
-                 frame_ids=np.array(indices))
+                 frame_ids=np.array(indices), has_qm=has_qm)
 
 
 def write_scene(scene: Scene, root: os.PathLike | str) -> Path:

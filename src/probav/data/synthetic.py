@@ -12,8 +12,9 @@ How a scene is made (one random generator per scene, seeded from params.yaml's `
 scene's split, band and name, so the result does not depend on the number of worker processes):
 
 1. Landscape, rendered at the HR resolution (100 m) with a margin of ``MARGIN`` pixels: land-use
-   zones (fields / natural), field parcels (a warped, rotated brick grid) and natural patches
-   (classes from quantiles of a smooth multi-scale field, graded into each other), each parcel or
+   zones (fields / natural), field parcels (a warped, rotated brick grid, their texture stretched
+   along the grid: furrows and strips) and natural patches (classes from quantiles of a smooth
+   multi-scale field stretched along one direction: ridges, dunes, drainage), each parcel or
    patch of a land class whose RED/NIR levels follow real
    reflectances (vegetation dark in RED and bright in NIR, water dark in both and darkest in NIR,
    towns, bare soil and sand medium-to-bright in both), texture and relief shading from
@@ -33,11 +34,13 @@ scene's split, band and name, so the result does not depend on the number of wor
    The other frames are acquired on other days within a 30-day window around day 0. Each: the
    landscape changed by parcel-wise trends and jitter and a smooth field, growing with the distance
    in days from day 0, and by a per-parcel difference between passes whatever their dates (view
-   angle, atmosphere); shifted by a random sub-pixel offset (mostly under 1 LR pixel, rarely up to
-   2), blurred by a Gaussian PSF of its own width and averaged 3×3 (Fourier shift and blur, so
-   sub-pixel shifts are exact); per-frame gain, offset and haze; sometimes detector striping; clouds
-   (thresholded smooth noise, puffy or layered, bright, up to about 30000) with their shadows; noise;
-   quantised to multiples of 16. The QM marks clouds and (mostly) shadows with imperfect edges:
+   angle, atmosphere); shifted as real frames are, close to the LR grid (a sub-pixel jitter of
+   about 0.1 LR px around a whole-pixel offset that is 0 for most frames and ±1 for some, a few
+   strays); blurred by a PSF of its own (a Gaussian of its own width per axis and, for half of the
+   frames, a box of pixel integration and resampling: no method gets the exact forward model) and
+   averaged 3×3 (all in Fourier); per-frame gain, offset and haze; sometimes detector striping; clouds
+   (thresholded smooth noise, puffy or layered, mostly below 14 bits, a few up to about 30000) with
+   their shadows; noise; quantised to multiples of 16. The QM marks clouds and (mostly) shadows with imperfect edges:
    thin cloud edges are missed, masks are randomly dilated or eroded. The no-data value 65520
    fills swath edges and some cloud cores, always masked. Frames are at least 60% clear.
 4. ``norm.csv``: the official baseline's cPSNR computed by the project
@@ -49,6 +52,11 @@ relative to the HR's grid: a feature at LR position ``p`` of the HR (downsampled
 ``p + (dy, dx)`` in the frame. ``skimage.registration.phase_cross_correlation(frame_a, frame_b)``
 therefore returns about ``(dy_a - dy_b, dx_a - dx_b)``.
 
+Version 3 moved the realism scorecard (``probav.data.realism``) toward the real scenes: real shift
+statistics (median shift 0.4 → 0.16 LR px, like the real 0.16; positions close to the LR grid),
+directional texture, NIR levels, clouds above 14 bits 20× rarer, a varied forward model, texture power
+and change rates retuned to keep the norms by band.
+
 Calibration (against the real sample ``probav-mini`` and the official ``norm.csv``): the per-scene
 contrast factors, the change rates and the river density were tuned so that the simulated norms
 match the real ones by band (real: RED 47.4 ± 3.6 dB, NIR 45.3 ± 3.7 dB over all 1450 scenes;
@@ -59,8 +67,8 @@ on the real scenes (synthetic, 40 scenes: median 1.3 dB, 10th–90th percentile 
 (log-log slope about −3). Version 1 had no such frame: its day-0 frame was shifted, blurred and
 clouded like any other, was the best single frame on only 29% of scenes, and 15% of scenes had none.
 
-``statistics(root)`` and ``compare_with_real(synthetic_root, real_root)`` summarise value
-histograms, spectra, clearance and frame counts for comparing synthetic with real data.
+How real the result is, statistic by statistic, is measured by ``probav.data.realism`` (the realism
+scorecard of the ``realism`` stage).
 """
 from __future__ import annotations
 
@@ -81,7 +89,7 @@ from probav.params import derive_seed
 from probav.scene import (BANDS, HR_SIZE, LR_SIZE, NO_DATA, SCALE, SPLITS, Scene, read_norm, read_scene,
                           scene_dirs, to_uint16, write_norm, write_png, write_scene)
 
-VERSION = 2
+VERSION = 3
 MARGIN = 24                      # HR pixels rendered around the 384×384 crop (shifts + PSF support)
 FULL = HR_SIZE + 2 * MARGIN      # 432: side of the rendered landscape
 QUANTUM = 16                     # every stored value is a multiple of 16, as in the real files
@@ -98,12 +106,12 @@ SCENE_COLUMNS = ["name", "band", "split", "biome", "frames", "norm", "hr_clearan
 CLASSES = {
     "water":    (1150, 650, 0.10, 0.02, 0.0),
     "turbid":   (1900, 1300, 0.12, 0.03, 0.0),
-    "forest":   (1700, 8300, 0.08, 0.06, 1.0),
-    "crop":     (2050, 11800, 0.10, 0.03, 1.0),
-    "crop_dry": (3300, 8600, 0.10, 0.04, 0.5),
-    "soil":     (4600, 6400, 0.12, 0.05, 0.0),
-    "grass":    (2800, 9200, 0.08, 0.05, 0.8),
-    "shrub":    (3500, 7600, 0.08, 0.06, 0.5),
+    "forest":   (1700, 10400, 0.08, 0.06, 1.0),
+    "crop":     (2050, 12400, 0.10, 0.03, 1.0),
+    "crop_dry": (3300, 7600, 0.10, 0.04, 0.5),
+    "soil":     (4600, 5600, 0.12, 0.05, 0.0),
+    "grass":    (2800, 10200, 0.08, 0.05, 0.8),
+    "shrub":    (3500, 6800, 0.08, 0.06, 0.5),
     "sand":     (7300, 9600, 0.06, 0.04, 0.0),
     "rock":     (5200, 6900, 0.10, 0.08, 0.0),
     "wetland":  (1900, 5300, 0.15, 0.08, 0.6),
@@ -140,22 +148,27 @@ DEFAULT_SETTINGS = {
     "max_frames": 35,
     "mean_frames": 19,
     "contrast_sigma": {"RED": 0.4, "NIR": 0.8},   # log-sd of the per-scene contrast factor
-    "contrast_median": {"RED": 1.05, "NIR": 0.3},  # NIR detail is weaker relative to its level
+    "contrast_median": {"RED": 0.9, "NIR": 0.26},  # NIR detail is weaker relative to its level
     "class_contrast": {"RED": 0.85, "NIR": 0.5},    # compression of the class levels around their mean
     "class_contrast_sigma": 0.4,     # log-sd of the class compression (same draw as the scene contrast)
     "texture_beta": [1.3, 2.1],      # power-law exponent of the within-parcel texture
-    "texture_gain": {"RED": 3.5, "NIR": 1.8},  # multiplies the classes' relative texture sd
+    "texture_anisotropy": [1.3, 2.5],  # stretch of the within-parcel texture along the field grid
+    "natural_anisotropy": [1.2, 3.0],  # stretch of the natural patches and the relief along one direction
+    "texture_gain": {"RED": 3.4, "NIR": 1.5},  # multiplies the classes' relative texture sd
     "ecotone": [0.5, 1.5],           # HR pixels, blur between natural patches
     "regional": [0.01, 0.05],        # relative amplitude of the low-frequency regional modulation
     "red_offset": [-300.0, 500.0],   # per-scene additive RED level (atmosphere)
     "nir_gain": [0.9, 1.1],          # per-scene NIR gain
     "hr_blur": [0.35, 0.6],          # HR pixels, Gaussian sigma of the HR's own PSF
     "hr_read_noise": [3.0, 7.0],
-    "psf_sigma": [0.35, 0.9],        # HR pixels, Gaussian sigma of each LR frame's PSF (on top of the 3×3 average)
-    "shift_sigma": 0.3,              # LR pixels, per-frame shift sd
-    "shift_scene_sigma": 0.15,       # LR pixels, per-scene common offset sd
-    "shift_outlier_prob": 0.04,
-    "shift_outlier_sigma": 0.9,
+    "psf_sigma": [0.3, 0.8],         # HR pixels, Gaussian sigma of each LR frame's PSF per axis (on top of the 3×3 average)
+    "psf_box_prob": 0.5,             # frames whose PSF also integrates over a box (resampling onto the product grid)
+    "psf_box": [0.2, 1.0],           # HR pixels, that box's width
+    "shift_jitter": 0.10,            # LR pixels, per-frame sub-pixel jitter sd around a whole-pixel offset
+    "shift_whole_prob": 0.05,        # per frame and axis: the chance of a whole-pixel offset (±1)
+    "shift_scene_sigma": 0.05,       # LR pixels, per-scene common offset sd
+    "shift_outlier_prob": 0.03,
+    "shift_outlier_sigma": 0.6,
     "max_shift": 2.0,
     "window_days": 30,
     "reference_extra_blur": [0.0, 0.35],  # HR pixels: blur of the reference frame beyond the HR's own
@@ -163,10 +176,10 @@ DEFAULT_SETTINGS = {
     "change_trend": 0.06,            # relative parcel change per 30 days (growth / harvest)
     "change_jitter": 0.05,           # relative random parcel change at 30 days (grows as sqrt of days)
     "change_field": 0.03,            # relative smooth-field change at 30 days
-    "pass_jitter": 0.018,            # relative per-parcel difference between passes, whatever their dates (view
+    "pass_jitter": {"RED": 0.018, "NIR": 0.018},  # relative per-parcel difference between passes, whatever their dates (view
                                      # angle, atmosphere): frames of the next days are not the HR's pass either
     "change_sigma": 0.35,            # log-sd of the per-scene change rate
-    "change_band": {"RED": 1.3, "NIR": 0.5},  # NIR changes less relative to its (higher) level
+    "change_band": {"RED": 1.6, "NIR": 0.4},  # NIR changes less relative to its (higher) level
     "gain_sigma": 0.05,
     "offset_sigma": 0.03,            # relative to the scene mean
     "haze": 0.01,                    # relative amplitude of a smooth additive haze field
@@ -176,7 +189,9 @@ DEFAULT_SETTINGS = {
     "shot_noise": 0.12,              # DN per sqrt(DN)
     "clear_frame_prob": 0.55,        # frames without any cloud
     "light_cloud_prob": 0.30,        # frames with cloud cover up to 10%; the rest up to 40%
-    "cloud_brightness": [8000.0, 30000.0],
+    "cloud_brightness": [6000.0, 15000.0],
+    "bright_cloud_prob": 0.05,       # clouds brighter than that, up to bright_cloud_max (above 14 bits)
+    "bright_cloud_max": 30000.0,
     "shadow_darkening": [0.3, 0.6],
     "shadow_mask_prob": 0.75,
     "swath_prob": 0.04,              # frames with a no-data swath edge
@@ -248,10 +263,16 @@ def _radial_freq(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _field(rng: np.random.Generator, shape: tuple[int, int], beta: float | None = None,
-           sigma: float | None = None) -> np.ndarray:
+           sigma: float | None = None, anisotropy: float = 1.0, angle: float = 0.0) -> np.ndarray:
     """Periodic Gaussian random field with unit sd: power spectrum f^-beta, or white noise smoothed
-    by a Gaussian of ``sigma`` pixels."""
-    _, _, f = _radial_freq(tuple(shape))
+    by a Gaussian of ``sigma`` pixels. ``anisotropy`` a > 1 stretches its structures by a along the
+    direction ``angle`` (radians from the row axis) and shrinks them by a across it: strips, furrows,
+    ridges."""
+    fy, fx, f = _radial_freq(tuple(shape))
+    if anisotropy != 1.0:
+        along = fy * math.cos(angle) + fx * math.sin(angle)
+        across = -fy * math.sin(angle) + fx * math.cos(angle)
+        f = np.hypot(along * anisotropy, across / anisotropy)
     spectrum = scipy.fft.rfft2(rng.standard_normal(shape, dtype=np.float32))
     if beta is not None:
         amp = np.power(np.maximum(f, 1.0 / max(shape)), -beta / 2.0, dtype=np.float32)
@@ -342,7 +363,10 @@ def render_landscape(rng: np.random.Generator, settings: dict) -> dict:
     nat_names = list(biome["natural"])
     nat_w = np.array([biome["natural"][c] for c in nat_names], np.float64)
     nat_w = nat_w * rng.uniform(0.3, 1.7, len(nat_w))
-    g = _field(rng, (n, n), beta=rng.uniform(3.0, 3.8)) + 0.25 * _field(rng, (n, n), sigma=2.0)
+    # Natural patches follow a direction too (ridges, dunes, drainage): a mildly anisotropic field.
+    nat_angle = rng.uniform(0, math.pi)
+    g = (_field(rng, (n, n), beta=rng.uniform(3.0, 3.8), anisotropy=rng.uniform(*settings["natural_anisotropy"]),
+                angle=nat_angle) + 0.25 * _field(rng, (n, n), sigma=2.0))
     cuts = np.quantile(g, np.cumsum(nat_w)[:-1] / nat_w.sum())
     nat_class = np.array([CLASS_NAMES.index(c) for c in nat_names])[np.searchsorted(cuts, g)]
     nat_id = np.zeros((n, n), np.int64)
@@ -393,8 +417,10 @@ def render_landscape(rng: np.random.Generator, settings: dict) -> dict:
     tex_sd = CLASS_TABLE[classes, 3]
     veg = CLASS_TABLE[classes, 4]
     beta = rng.uniform(*settings["texture_beta"])
-    t_bright = _field(rng, (n, n), beta=beta)
-    t_vig = _field(rng, (n, n), beta=beta)
+    # Texture along the field grid (furrows, strips): anisotropic, aligned with the parcels.
+    stretch = rng.uniform(*settings["texture_anisotropy"])
+    t_bright = _field(rng, (n, n), beta=beta, anisotropy=stretch, angle=theta)
+    t_vig = _field(rng, (n, n), beta=beta, anisotropy=stretch, angle=theta)
     regional = rng.uniform(*settings["regional"]) * _field(rng, (n, n), beta=rng.uniform(3.5, 4.5))
     g_red = settings["texture_gain"]["RED"] * contrast["RED"]
     g_nir = settings["texture_gain"]["NIR"] * contrast["NIR"]
@@ -420,7 +446,7 @@ def render_landscape(rng: np.random.Generator, settings: dict) -> dict:
         nir = nir * (1 - road) + road * ROAD[1]
 
     # Relief: hill shading from a smooth power-law height field.
-    height = _field(rng, (n, n), beta=4.0)
+    height = _field(rng, (n, n), beta=4.0, anisotropy=rng.uniform(*settings["natural_anisotropy"]), angle=nat_angle)
     gy, gx = np.gradient(height)
     az = rng.uniform(0, 2 * math.pi)
     slope = gy * math.cos(az) + gx * math.sin(az)
@@ -460,13 +486,15 @@ def render_landscape(rng: np.random.Generator, settings: dict) -> dict:
 
 # --------------------------------------------------------------------------- sensor
 
-def _render_frame(image: np.ndarray, sigma: float, dy: float, dx: float) -> np.ndarray:
-    """The FULL×FULL HR-grid image seen by an LR frame: shifted by (dy, dx) LR pixels, blurred by a
-    Gaussian PSF of ``sigma`` HR pixels (both exact in Fourier), cropped and averaged 3×3."""
+def _render_frame(image: np.ndarray, psf, dy: float, dx: float) -> np.ndarray:
+    """The FULL×FULL HR-grid image seen by an LR frame: shifted by (dy, dx) LR pixels, blurred by its PSF
+    ``psf = (sigma_y, sigma_x, box)`` (HR pixels: an axis-aligned Gaussian, then a box of width ``box``,
+    0 for none; all exact in Fourier), cropped and averaged 3×3."""
+    sigma_y, sigma_x, box = psf
     fy, fx, _ = _radial_freq(image.shape)
-    # Gaussian and shift are both separable: an outer product of two 1-D transfer functions.
-    ty = np.exp(-2.0 * (math.pi * fy * sigma) ** 2 - 2j * math.pi * fy * SCALE * dy)
-    tx = np.exp(-2.0 * (math.pi * fx * sigma) ** 2 - 2j * math.pi * fx * SCALE * dx)
+    # Gaussian, box and shift are all separable: an outer product of two 1-D transfer functions.
+    ty = np.exp(-2.0 * (math.pi * fy * sigma_y) ** 2 - 2j * math.pi * fy * SCALE * dy) * np.sinc(fy * box)
+    tx = np.exp(-2.0 * (math.pi * fx * sigma_x) ** 2 - 2j * math.pi * fx * SCALE * dx) * np.sinc(fx * box)
     transfer = ty * tx
     out = scipy.fft.irfft2(scipy.fft.rfft2(image) * transfer, s=image.shape)[MARGIN:MARGIN + HR_SIZE,
                                                                              MARGIN:MARGIN + HR_SIZE]
@@ -520,8 +548,14 @@ def _acquisition_days(rng: np.random.Generator, count: int, settings: dict) -> t
 
 
 def _shifts(rng: np.random.Generator, count: int, settings: dict) -> np.ndarray:
+    """Per-frame offsets (dy, dx) in LR pixels. Real frames sit close to the LR grid: a small sub-pixel
+    jitter (``shift_jitter``) around a whole-pixel offset, which is 0 for most frames and ±1 for some
+    (``shift_whole_prob`` per axis), plus a small offset common to the scene; a few frames stray further
+    (``shift_outlier_prob``)."""
     common = rng.normal(0, settings["shift_scene_sigma"], 2)
-    shifts = common + rng.normal(0, settings["shift_sigma"], (count, 2))
+    whole = np.where(rng.uniform(size=(count, 2)) < settings["shift_whole_prob"],
+                     rng.choice([-1.0, 1.0], size=(count, 2)), 0.0)
+    shifts = common + whole + rng.normal(0, settings["shift_jitter"], (count, 2))
     outliers = rng.uniform(size=count) < settings["shift_outlier_prob"]
     shifts[outliers] = rng.normal(0, settings["shift_outlier_sigma"], (int(outliers.sum()), 2))
     return np.clip(shifts, -settings["max_shift"], settings["max_shift"])
@@ -543,7 +577,8 @@ def _add_clouds(rng, ground, cover, settings, shape, scale, sun):
     height = rng.uniform(0.5, 2.0)
     shadow = ndi.shift(alpha, (sun[0] * height, sun[1] * height), order=1, mode="constant", cval=0.0)
     darkening = rng.uniform(*settings["shadow_darkening"])
-    bright = rng.uniform(*settings["cloud_brightness"])
+    bright = (rng.uniform(settings["cloud_brightness"][1], settings["bright_cloud_max"])
+              if rng.uniform() < settings["bright_cloud_prob"] else rng.uniform(*settings["cloud_brightness"]))
     values = ground * (1 - darkening * shadow * (1 - alpha))
     cloud_value = bright * (0.7 + 0.3 * texture)
     values = values * (1 - alpha) + alpha * np.maximum(cloud_value, values)
@@ -628,7 +663,7 @@ def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, s
     # ---- HR (day 0), rendered with the margin so that the reference frame (below) can bin it
     # The HR's pass has its own view angle and atmosphere, like any other pass: its reference frame is
     # not the most typical of the frames, only the one that shares the HR's pass.
-    hr_pass = settings["pass_jitter"] * rng.standard_normal(len(land["parcel_class"]))
+    hr_pass = settings["pass_jitter"][band] * rng.standard_normal(len(land["parcel_class"]))
     hr_full = _gaussian_fft(ground * (1.0 + hr_pass[land["labels"]] * land["land"]), rng.uniform(*settings["hr_blur"]))
     persistent_hr = ndi.binary_dilation(water_hr > 0.3, iterations=1) if water_flagged else np.zeros_like(water_hr, bool)
     cloudy_full, sm = hr_full, ~persistent_hr
@@ -681,11 +716,16 @@ def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, s
         d = float(days[i])
         step = math.sqrt(abs(d) / settings["window_days"])
         jitter = rate * settings["change_jitter"] * step * rng.standard_normal(n_parcels)
-        change = (d / settings["window_days"]) * trend + jitter + settings["pass_jitter"] * rng.standard_normal(n_parcels)
+        change = ((d / settings["window_days"]) * trend + jitter
+                  + settings["pass_jitter"][band] * rng.standard_normal(n_parcels))
         truth_i = ground * (1.0 + change[labels] * weight)
         dy, dx = float(shifts[i, 0]), float(shifts[i, 1])
-        sigma_i = rng.uniform(*settings["psf_sigma"])
-        vals = _render_frame(truth_i, sigma_i, dy, dx)
+        # Each frame its own PSF: width per axis, and for some a box of pixel integration and resampling,
+        # so that no method gets the exact forward model for free.
+        box = rng.uniform(*settings["psf_box"]) if rng.uniform() < settings["psf_box_prob"] else 0.0
+        psf_i = (rng.uniform(*settings["psf_sigma"]), rng.uniform(*settings["psf_sigma"]), box)
+        sigma_i = float(np.mean(psf_i[:2]))
+        vals = _render_frame(truth_i, psf_i, dy, dx)
         smooth = (d / settings["window_days"]) * trend_field + rate * settings["change_field"] * step * _field(
             rng, (LR_SIZE, LR_SIZE), sigma=rng.uniform(6, 20))
         vals = vals * (1.0 + smooth)
@@ -704,7 +744,7 @@ def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, s
 
         persistent = np.zeros((LR_SIZE, LR_SIZE), bool)
         if water_flagged:
-            persistent = ndi.binary_dilation(_render_frame(water_lr_full, sigma_i, dy, dx) > 0.25, iterations=1)
+            persistent = ndi.binary_dilation(_render_frame(water_lr_full, psf_i, dy, dx) > 0.25, iterations=1)
         cover = _cloud_cover(rng, settings)
         final, mask, alpha = vals, ~persistent, np.zeros_like(vals)
         for attempt in range(10):
@@ -847,134 +887,3 @@ def read_truth(root: os.PathLike | str) -> dict[str, list[dict]]:
                 row[k] = int(row[k])
             out.setdefault(row["name"], []).append(row)
     return out
-
-
-# --------------------------------------------------------------------------- statistics
-
-HIST_EDGES = np.concatenate([np.arange(0, 20000, 250), [20000, 30000, NO_DATA, 65536]]).astype(np.float64)
-SPECTRUM_BINS = 16
-
-
-def radial_spectrum(image: np.ndarray, bins: int = SPECTRUM_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum (Hann-windowed, mean removed): (frequencies in cycles per
-    pixel, power) over ``bins`` rings up to 0.5."""
-    img = np.asarray(image, np.float64)
-    img = img - img.mean()
-    window = np.outer(np.hanning(img.shape[0]), np.hanning(img.shape[1]))
-    power = np.abs(np.fft.fft2(img * window)) ** 2 / img.size
-    fy = np.fft.fftfreq(img.shape[0])[:, None]
-    fx = np.fft.fftfreq(img.shape[1])[None, :]
-    r = np.hypot(fy, fx).ravel()
-    edges = np.linspace(0, 0.5, bins + 1)
-    idx = np.digitize(r, edges) - 1
-    ok = (idx >= 0) & (idx < bins)
-    sums = np.bincount(idx[ok], power.ravel()[ok], bins)
-    counts = np.maximum(np.bincount(idx[ok], minlength=bins), 1)
-    return 0.5 * (edges[1:] + edges[:-1]), sums / counts
-
-
-def _spectral_slope(freq: np.ndarray, power: np.ndarray) -> float:
-    ok = (freq > 0.05) & (power > 0)
-    return float(np.polyfit(np.log10(freq[ok]), np.log10(power[ok]), 1)[0]) if ok.sum() >= 2 else float("nan")
-
-
-def statistics(root: os.PathLike | str, max_scenes: int | None = None) -> dict:
-    """Per band: value histograms (clear LR pixels, clear HR pixels) on ``HIST_EDGES``, radially
-    averaged power spectra of fully clear frames and of HR images, frame counts, clearances, and a
-    few summary numbers (see ``summarize``). Reads up to ``max_scenes`` scenes per band."""
-    root = Path(root)
-    norms = read_norm(root / "norm.csv") if (root / "norm.csv").is_file() else {}
-    out = {}
-    for band in BANDS:
-        dirs = [d for split in SPLITS for d in scene_dirs(root, split) if d.parent.name == band]
-        dirs = dirs[:max_scenes] if max_scenes is not None else dirs
-        lr_hist = np.zeros(len(HIST_EDGES) - 1)
-        hr_hist = np.zeros(len(HIST_EDGES) - 1)
-        lr_spec, hr_spec, frames, clearance, hr_clear = [], [], [], [], []
-        lr_sample, hr_sample = [], []
-        masked_max, nodata_frames, nodata_unmasked, norm_values = [], 0, 0, []
-        freq_lr = freq_hr = None
-        for d in dirs:
-            scene = read_scene(d, require_hr=False)
-            frames.append(scene.frames)
-            clearance.extend(scene.clearance.tolist())
-            if scene.name in norms:
-                norm_values.append(norms[scene.name])
-            clear_values = scene.lr[scene.qm]
-            lr_hist += np.histogram(clear_values, HIST_EDGES)[0]
-            lr_sample.append(clear_values[::17])
-            nod = scene.lr == NO_DATA
-            nodata_frames += int(nod.reshape(scene.frames, -1).any(1).sum())
-            nodata_unmasked += int((nod & scene.qm).sum())
-            masked = scene.lr[~scene.qm & ~nod]
-            if masked.size:
-                masked_max.append(int(masked.max()))
-            for i in np.flatnonzero(scene.clearance >= 0.999):
-                freq_lr, p = radial_spectrum(scene.lr[i])
-                lr_spec.append(p)
-            if scene.sm is not None:
-                hr_clear.append(float(scene.sm.mean()))
-            if scene.hr is not None:
-                hr_hist += np.histogram(scene.hr[scene.sm], HIST_EDGES)[0]
-                hr_sample.append(scene.hr[scene.sm][::31])
-                if scene.sm.mean() >= 0.999:
-                    freq_hr, p = radial_spectrum(scene.hr)
-                    hr_spec.append(p)
-        out[band] = dict(
-            scenes=len(dirs), frames=np.array(frames), clearance=np.array(clearance), hr_clearance=np.array(hr_clear),
-            norms=np.array(norm_values), hist_edges=HIST_EDGES, lr_hist=lr_hist, hr_hist=hr_hist,
-            lr_values=np.concatenate(lr_sample) if lr_sample else np.zeros(0),
-            hr_values=np.concatenate(hr_sample) if hr_sample else np.zeros(0),
-            lr_spectrum=(freq_lr, np.mean(lr_spec, 0)) if lr_spec else None,
-            hr_spectrum=(freq_hr, np.mean(hr_spec, 0)) if hr_spec else None,
-            masked_max=int(max(masked_max)) if masked_max else None,
-            nodata_frames=nodata_frames, nodata_unmasked=nodata_unmasked)
-    return out
-
-
-def summarize(stats: dict) -> dict:
-    """A few comparable numbers per band from ``statistics``."""
-    out = {}
-    for band, s in stats.items():
-        def pct(x):
-            return [float(v) for v in np.percentile(x, [1, 50, 99])] if len(x) else None
-        out[band] = dict(
-            scenes=s["scenes"],
-            frames_mean=float(s["frames"].mean()) if len(s["frames"]) else None,
-            frames_range=[int(s["frames"].min()), int(s["frames"].max())] if len(s["frames"]) else None,
-            clearance_mean=float(s["clearance"].mean()) if len(s["clearance"]) else None,
-            fully_clear_frames=float((s["clearance"] >= 0.999).mean()) if len(s["clearance"]) else None,
-            hr_clearance_mean=float(s["hr_clearance"].mean()) if len(s["hr_clearance"]) else None,
-            lr_p1_p50_p99=pct(s["lr_values"]), hr_p1_p50_p99=pct(s["hr_values"]),
-            lr_slope=_spectral_slope(*s["lr_spectrum"]) if s["lr_spectrum"] else None,
-            hr_slope=_spectral_slope(*s["hr_spectrum"]) if s["hr_spectrum"] else None,
-            lr_log10_power_at_0_45=float(np.log10(s["lr_spectrum"][1][-2])) if s["lr_spectrum"] else None,
-            hr_log10_power_at_0_45=float(np.log10(s["hr_spectrum"][1][-2])) if s["hr_spectrum"] else None,
-            masked_max=s["masked_max"], nodata_frames=s["nodata_frames"], nodata_unmasked=s["nodata_unmasked"],
-            norm_mean=float(s["norms"].mean()) if len(s["norms"]) else None,
-            norm_sd=float(s["norms"].std()) if len(s["norms"]) else None,
-        )
-    return out
-
-
-def official_norm_by_band(norms: dict[str, float]) -> dict[str, np.ndarray] | None:
-    """The official norm.csv (1450 rows) split by band using the archive's numbering; None otherwise."""
-    if len(norms) != 1450:
-        return None
-    red = [v for k, v in norms.items() if int(k[6:]) < 594 or 1160 <= int(k[6:]) < 1306]
-    nir = [v for k, v in norms.items() if 594 <= int(k[6:]) < 1160 or int(k[6:]) >= 1306]
-    return {"RED": np.array(red), "NIR": np.array(nir)}
-
-
-def compare_with_real(synthetic_root: os.PathLike | str, real_root: os.PathLike | str,
-                      max_scenes: int | None = None) -> dict:
-    """``{"synthetic": summarize(...), "real": summarize(...), "real_norm_all": {band: [mean, sd, min, max]}}``."""
-    real_root = Path(real_root)
-    result = {"synthetic": summarize(statistics(synthetic_root, max_scenes)),
-              "real": summarize(statistics(real_root, max_scenes))}
-    if (real_root / "norm.csv").is_file():
-        split = official_norm_by_band(read_norm(real_root / "norm.csv"))
-        if split:
-            result["real_norm_all"] = {b: [float(v.mean()), float(v.std()), float(v.min()), float(v.max())]
-                                       for b, v in split.items()}
-    return result

@@ -27,8 +27,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from probav.report import data_stats, figures
+from probav.data import stats as data_stats
+from probav.report import figures
 from probav.report.real_results import real_results
+from probav.report.realism_section import realism_section
 from probav.report.reference_section import reference_section
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
@@ -1187,6 +1189,8 @@ def build_report(params: dict, paths: Paths, options: Options | None = None) -> 
     ctx["real_section"] = real_section(run_stats, real_stats, run_scene, real_scene, run_norms, real_norms, paths,
                                        source, real_summary)
     ctx["baseline_vs_norm"] = baseline_vs_norm(runs, real_root, source)
+    log("realism scorecard", options)
+    ctx["realism_section"] = realism_section(paths, source, real_root, out_dir)
 
     # ---- approaches
     ctx["models_table"] = models_table(runs)

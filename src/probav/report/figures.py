@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from probav.report.data_stats import FOURTEEN_BITS, VALUE_BIN, BandStats, hist_edges  # noqa: E402
+from probav.data.stats import FOURTEEN_BITS, VALUE_BIN, BandStats, hist_edges  # noqa: E402
 from probav.scene import NO_DATA, SCALE  # noqa: E402
 
 DPI = 110

@@ -96,7 +96,7 @@ def figure(tables: dict, path: Path) -> Path | None:
 
 def real_results(paths, runs, out_dir: Path, source: str) -> str:
     """The section's Markdown."""
-    from probav.report.build import figure_md, fmt, md_table
+    from probav.report.build import figure_md, md_table
 
     names = [r.name for r in runs if r.in_params or r.ran]
     metrics, tables = load_real(paths, names)
@@ -151,8 +151,8 @@ def real_results(paths, runs, out_dir: Path, source: str) -> str:
                 if lost:
                     text += (f" The gain of {', '.join(f'`{n}`' for n in lost)} shrinks by more than 1 dB from "
                              f"{source} dev to real: what the simulator taught them transfers only in part.")
-                parts.append(text + f" One real scene is a single data point: these numbers show whether a method "
-                                    f"survives contact with real frames, not how much better it is.")
+                parts.append(text + " One real scene is a single data point: these numbers show whether a method "
+                                    "survives contact with real frames, not how much better it is.")
             out = figure(tables, paths.figures / "real_scores.png")
             if out is not None:
                 parts.append(figure_md(out, out_dir, "real scenes",

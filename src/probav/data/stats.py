@@ -1,4 +1,4 @@
-"""Statistics of a data folder in the official layout, for the report's data section.
+"""Statistics of a data folder in the official layout: the report's data section and the realism scorecard.
 
 Cheap numbers (frames per scene, clearance of frames and of the HR) come from the scene index
 ``data/scenes.csv`` and cover every scene. Numbers that need the pixels (value histograms, values
