@@ -5,11 +5,10 @@ Without the real folder the stage still succeeds: the metrics say why nothing wa
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from probav.data.index import write_csv_atomic
+from probav.data.index import write_csv_atomic, write_json_atomic
 from probav.evaluate import COLUMNS
 from probav.models.registry import load_model
 from probav.params import load_params
@@ -46,10 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate_real {args.model} failed: {message}", file=sys.stderr)
         return 1
     write_csv_atomic(table, table_path, COLUMNS)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(metrics_path)
+    write_json_atomic(metrics, metrics_path)
     if metrics.get("skipped"):
         print(f"evaluate_real {args.model}: skipped: {metrics['skipped']}")
     else:

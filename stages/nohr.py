@@ -12,14 +12,13 @@ scene × model). A study, not a default stage: about 15 s per scene on 2 cores."
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from probav.consistency import ROW_COLUMNS, consistency_rows, validate
-from probav.data.index import iter_scenes, subset_table, write_csv_atomic
+from probav.data.index import iter_scenes, subset_table, write_csv_atomic, write_json_atomic
 from probav.data.reference_labels import reference_settings
 from probav.models.registry import load_model
 from probav.params import load_params
@@ -77,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                      else float(g["consistency"].mean())}
                              for model, g in kinds["real_no_hr"].groupby("model")}}
     write_csv_atomic(table, args.table, ROW_COLUMNS)
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json_atomic(result, args.out)
     dev = result["validation"]["dev"]
     if dev.get("scenes"):
         print(f"no-HR check on {dev['scenes']} dev scenes: Spearman ρ per scene across {dev['models']} models "

@@ -5,10 +5,10 @@ and says why."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from probav.data.index import write_json_atomic
 from probav.data.realism import run_scorecard
 from probav.params import load_params
 from probav.scene import BadSceneError
@@ -37,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BadSceneError, FileNotFoundError, ValueError) as err:
         print(f"realism stage failed: {err}", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    tmp.replace(out)
+    write_json_atomic(result, args.out)
     rows = list(result["statistics"].values())
     if not rows:
         print(f"realism: no real material ({'; '.join(result['real']['absent'])}): empty scorecard")

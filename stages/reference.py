@@ -6,11 +6,9 @@ reference frame over the next-best single frame (metrics/reference.json, metrics
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
-from probav.data.index import write_csv_atomic
+from probav.data.index import write_csv_atomic, write_json_atomic
 from probav.params import load_params
 from probav.reference import SCENE_COLUMNS, fit_reference_estimator
 from probav.scene import BadSceneError
@@ -40,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     estimator.save(args.out)
     write_csv_atomic(table, args.table, SCENE_COLUMNS)
-    path = Path(args.metrics)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(metrics, args.metrics)
     dev = metrics["dev"]
     if dev:
         print(f"reference estimator ({estimator.kind}, {metrics['train_scenes']} train scenes): top-1 "

@@ -19,7 +19,7 @@ from probav.consistency import frame_consistency, held_out_frames, scene_consist
 from probav.data.reference_labels import write_labels
 from probav.models.registry import load_model
 from probav.real import find_scene_folders, read_any_scene, real_settings
-from probav.scene import BadSceneError, Scene, read_scene, write_norm, write_png, write_scene
+from probav.scene import BadSceneError, read_scene, write_norm, write_scene
 
 REPO = Path(__file__).resolve().parents[1]
 LR_ONLY = REPO.parent / "shared" / "probav-lr-only"

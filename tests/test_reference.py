@@ -14,8 +14,7 @@ import pytest
 
 from probav.data.check import check_scenes
 from probav.data.download import ChecksumError, DataSourceError, DownloadError, prepare_labels
-from probav.data.reference_labels import (LabelsError, parse_labels, read_labels, reference_settings,
-                                          write_labels)
+from probav.data.reference_labels import LabelsError, read_labels, reference_settings, write_labels
 from probav.reference import (FEATURES, ReferenceEstimator, frame_features, reference_weights,
                               single_frame_cpsnr, with_track)
 from probav.scene import Scene, read_scene, write_norm, write_scene

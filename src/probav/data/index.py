@@ -24,6 +24,19 @@ def write_csv_atomic(table: pd.DataFrame, path: os.PathLike | str, columns: list
     return path
 
 
+def write_json_atomic(data, path: os.PathLike | str) -> Path:
+    """Write ``data`` as indented JSON under a temporary name, then rename it to ``path`` (as
+    ``write_csv_atomic``); numpy numbers are written as plain numbers."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def subset_table(index_csv: os.PathLike | str, split_csv: os.PathLike | str, subset: str) -> pd.DataFrame:
     """Rows (split, band, name, path, …) of the usable scenes of ``subset`` ∈ train | dev | test."""
     if subset not in SUBSETS:

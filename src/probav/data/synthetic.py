@@ -18,10 +18,10 @@ scene's split, band and name, so the result does not depend on the number of wor
    patch of a land class whose RED/NIR levels follow real
    reflectances (vegetation dark in RED and bright in NIR, water dark in both and darkest in NIR,
    towns, bare soil and sand medium-to-bright in both), texture and relief shading from
-   power-law noise, a regional low-frequency modulation, lakes, meandering rivers with riparian vegetation, towns, roads. Both bands
-   are rendered for every scene; the scene keeps the one of its band. Clear values: RED median
-   about 2800 (1st–99th percentile about 700–8400, deserts brightest), NIR median about 8700
-   (about 3600–12500); real sample: RED 2300–4700, NIR 5500–14500.
+   power-law noise, a regional low-frequency modulation, lakes, meandering rivers with riparian
+   vegetation, towns, roads. Both bands are rendered for every scene; the scene keeps the one of its
+   band. Clear LR values (scorecard, median): RED about 3000, NIR about 8900 (vegetated scenes near
+   12000, arid ones near 6000); real scenes here: RED medians 2500–8200 per scene, NIR 5600–12600.
 2. HR: the landscape on its acquisition day (day 0) with a slight blur and noise, clouds on some
    HR images (SM marks them, slightly dilated; at least 75% clear), quantised to multiples of 16.
 3. LR frames (9–35, Beta-distributed around ``mean_frames``), in random order (the frame number
@@ -53,19 +53,20 @@ relative to the HR's grid: a feature at LR position ``p`` of the HR (downsampled
 therefore returns about ``(dy_a - dy_b, dx_a - dx_b)``.
 
 Version 3 moved the realism scorecard (``probav.data.realism``) toward the real scenes: real shift
-statistics (median shift 0.4 → 0.16 LR px, like the real 0.16; positions close to the LR grid),
-directional texture, NIR levels, clouds above 14 bits 20× rarer, a varied forward model, texture power
-and change rates retuned to keep the norms by band.
+statistics (median shift 0.40 → 0.18 LR px, real 0.16; the distance to the whole pixel 0.22 → 0.085,
+real 0.081), directional texture (RED coherence 0.24 → 0.33, real 0.46), NIR levels, LR pixels above 14
+bits 0.0129 → 0.0005 (real 0.0003), a varied forward model, texture power and change rates retuned to
+keep the norms by band.
 
-Calibration (against the real sample ``probav-mini`` and the official ``norm.csv``): the per-scene
-contrast factors, the change rates and the river density were tuned so that the simulated norms
-match the real ones by band (real: RED 47.4 ± 3.6 dB, NIR 45.3 ± 3.7 dB over all 1450 scenes;
-simulated, 20 scenes per band: RED about 48.2 ± 3.1, NIR about 45.2 ± 2.9), and the pass-to-pass
-differences so that the reference frame alone beats the next-best single frame by about as much as
-on the real scenes (synthetic, 40 scenes: median 1.3 dB, 10th–90th percentile 0.5–3.3 dB; real:
-1.3 and 2.5 dB on the two scenes with an HR here), and the HR spectra fall like real ones
-(log-log slope about −3). Version 1 had no such frame: its day-0 frame was shifted, blurred and
-clouded like any other, was the best single frame on only 29% of scenes, and 15% of scenes had none.
+Calibration (against the real sample ``probav-mini`` and the official ``norm.csv``; measured by the
+realism scorecard on 24 train scenes per band): the per-scene contrast factors, the texture power, the
+change rates and the river density were tuned so that the simulated norms match the real ones by band
+(official norm.csv medians: RED 47.2 dB, NIR 45.4 dB; simulated: RED 48.1, NIR 44.9), the texture's power
+spectrum matches the real frames' (RED slope −2.31 against −2.32), and the pass-to-pass differences so that
+the reference frame alone beats the next-best single frame by as much as on the real scenes (median over
+the dev scenes 1.28 dB, 10th–90th percentile 0.49–2.69 dB; real: 1.28 dB on imgset0000 and 2.5 dB on a
+second real scene). Version 1 had no such frame: its day-0 frame was shifted, blurred and clouded like
+any other, was the best single frame on only 29% of scenes, and 15% of scenes had none.
 
 How real the result is, statistic by statistic, is measured by ``probav.data.realism`` (the realism
 scorecard of the ``realism`` stage).
@@ -86,8 +87,8 @@ from scipy import ndimage as ndi
 
 from probav.data.reference_labels import LABELS_FILE, write_labels
 from probav.params import derive_seed
-from probav.scene import (BANDS, HR_SIZE, LR_SIZE, NO_DATA, SCALE, SPLITS, Scene, read_norm, read_scene,
-                          scene_dirs, to_uint16, write_norm, write_png, write_scene)
+from probav.scene import (BANDS, HR_SIZE, LR_SIZE, NO_DATA, SCALE, SPLITS, Scene, to_uint16, write_norm, write_png,
+                          write_scene)
 
 VERSION = 3
 MARGIN = 24                      # HR pixels rendered around the 384×384 crop (shifts + PSF support)

@@ -52,7 +52,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from probav.scene import HR_SIZE, LR_SIZE, Scene, read_norm, read_scene
+from probav.scene import HR_SIZE, LR_SIZE, Scene, read_norm
 
 SUBSETS = ("train", "dev", "test")
 COMPRESSION = "GZIP"
