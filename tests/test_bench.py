@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from probav import bench
+from probav.bench import common
+from probav.bench.common import QUICK
 
 
 def _is_summary(entry) -> bool:
@@ -26,45 +28,45 @@ def _measured_or_skipped(entry) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 def test_summary_and_rates():
-    s = bench.summary([3.0, 1.0, 2.0])
+    s = common.summary([3.0, 1.0, 2.0])
     assert s["median"] == 2.0 and s["min"] == 1.0 and s["max"] == 3.0 and s["repeats"] == 3
-    r = bench.rate([1.0, 2.0, 4.0], 8.0)  # 8 items in 1, 2, 4 s
+    r = common.rate([1.0, 2.0, 4.0], 8.0)  # 8 items in 1, 2, 4 s
     assert r["median"] == 4.0 and r["min"] == 2.0 and r["max"] == 8.0
-    assert bench.summary([])["median"] is None
+    assert common.summary([])["median"] is None
 
 
 def test_measure_respects_repeats_and_budget():
     calls = []
-    times = bench.measure(lambda: calls.append(1), repeats=4, warmup=2)
+    times = common.measure(lambda: calls.append(1), repeats=4, warmup=2)
     assert len(times) == 4 and len(calls) == 6
     calls.clear()
-    times = bench.measure(lambda: calls.append(1), repeats=50, warmup=0, min_repeats=3, budget_s=0.0)
+    times = common.measure(lambda: calls.append(1), repeats=50, warmup=0, min_repeats=3, budget_s=0.0)
     assert len(times) == 3
 
 
 def test_growth_exponent():
-    assert bench.growth_exponent([1, 4, 16], [2.0, 8.0, 32.0]) == pytest.approx(1.0)
-    assert bench.growth_exponent([1, 4, 16], [5.0, 5.0, 5.0]) == pytest.approx(0.0)
-    assert bench.growth_exponent([4], [1.0]) is None
+    assert common.growth_exponent([1, 4, 16], [2.0, 8.0, 32.0]) == pytest.approx(1.0)
+    assert common.growth_exponent([1, 4, 16], [5.0, 5.0, 5.0]) == pytest.approx(0.0)
+    assert common.growth_exponent([4], [1.0]) is None
 
 
 def test_worker_counts_stay_within_the_cores():
-    assert bench.worker_counts([1, 2, 4, 8], cpus=2) == [1, 2]
-    assert bench.worker_counts([1, 2, 4, 8, 16], cpus=8) == [1, 2, 4, 8]
-    assert bench.worker_counts([3], cpus=16) == [1, 2, 3]
+    assert common.worker_counts([1, 2, 4, 8], cpus=2) == [1, 2]
+    assert common.worker_counts([1, 2, 4, 8, 16], cpus=8) == [1, 2, 4, 8]
+    assert common.worker_counts([3], cpus=16) == [1, 2, 3]
 
 
 def test_quick_settings_override_params():
     params = {"bench": {"repeats": 9, "scorer": {"scenes": 32}}}
-    full = bench.bench_settings(params)
+    full = common.bench_settings(params)
     assert full["repeats"] == 9 and full["scorer"]["scenes"] == 32 and not full["quick"]
-    quick = bench.bench_settings(params, quick=True)
-    assert quick["quick"] and quick["scorer"]["scenes"] == bench.QUICK["scorer"]["scenes"]
+    quick = common.bench_settings(params, quick=True)
+    assert quick["quick"] and quick["scorer"]["scenes"] == QUICK["scorer"]["scenes"]
     assert quick["hardware"]["copy_mb"] < full["hardware"]["copy_mb"]
 
 
 def test_unknown_model_is_skipped_with_a_reason(tmp_path):
-    settings = bench.bench_settings({}, quick=True)
+    settings = common.bench_settings({}, quick=True)
     settings["models"]["deep"] = []
     result = bench.run_part("model:no_such_model", settings, {}, tmp_path)
     assert "skipped" in result and "no_such_model" in result["skipped"]
@@ -115,7 +117,11 @@ def test_quick_run_structure(quick_run):
     for key in ("fast_ms_per_scene", "naive_ms_per_scene", "ratio"):
         assert scorer[key] > 0
     assert scorer["max_abs_diff_db"] < 1e-6  # the two scorers agree
-    assert [r["scenes"] for r in scorer["growth"]["rows"]] == bench.QUICK["scorer"]["growth"]
+    folder = scorer["folder"]  # a folder scored end to end, against the organisers' scorer
+    assert folder["scenes"] == QUICK["scorer"]["folder_scenes"] and folder["ratio"] > 0
+    assert folder["max_abs_score_diff"] < 1e-9 and folder["mean_score_diff"] < 1e-9
+    assert all(_is_summary(folder[k]["scenes_per_s"]) for k in ("probav", "probav_1thread", "organisers"))
+    assert [r["scenes"] for r in scorer["growth"]["rows"]] == QUICK["scorer"]["growth"]
 
     sim = report["simulator"]
     assert _is_summary(sim["compute"]["scenes_per_s"])
@@ -143,7 +149,7 @@ def test_quick_run_models(quick_run):
     for name in ("baseline", "median"):
         m = models[name]
         assert m["kind"] == "classical" and _is_summary(m["inference"]["scenes_per_s"])
-        assert [r["scenes"] for r in m["inference_growth"]["rows"]] == bench.QUICK["models"]["growth"]
+        assert [r["scenes"] for r in m["inference_growth"]["rows"]] == QUICK["models"]["growth"]
         assert m["peak_memory_mb"]["tracemalloc_one_scene"] > 0
     for name in deep:
         m = models[name]
@@ -151,7 +157,7 @@ def test_quick_run_models(quick_run):
         assert m["kind"] == "deep" and m["parameters"] > 0
         assert _is_summary(m["inference"]["scenes_per_s"]) and _is_summary(m["train"]["steps_per_s"])
         assert m["train"]["flops_per_step"] is None or m["train"]["flops_per_step"] > 0
-        assert [r["frames"] for r in m["train_growth"]["rows"]] == bench.QUICK["models"]["frames"]
+        assert [r["frames"] for r in m["train_growth"]["rows"]] == QUICK["models"]["frames"]
         assert m["peak_memory_mb"]["train_one_step"] >= 0 and m["peak_memory_mb"]["inference_one_scene"] >= 0
         assert name in report["growth"]["train_frames"]
     assert set(report["growth"]["inference"]) == set(models)

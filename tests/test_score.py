@@ -372,13 +372,15 @@ def test_empty_batch():
 
 
 def test_benchmark_reports_timings_and_agreement():
-    from probav.metrics.bench import benchmark_scorer
+    from probav.bench.scoring import benchmark_scorer
 
     result = benchmark_scorer(n_scenes=2, repeats=1, seed=1)
-    for key in ("fast_ms_per_scene", "fast_1thread_ms_per_scene", "naive_ms_per_scene", "ratio", "ratio_1thread"):
+    for key in ("fast_ms_per_scene", "fast_1thread_ms_per_scene", "naive_ms_per_scene", "organisers_ms_per_scene",
+                "ratio", "ratio_1thread", "ratio_organisers", "ratio_organisers_1thread"):
         assert result[key] > 0
     assert result["ratio"] == pytest.approx(result["naive_ms_per_scene"] / result["fast_ms_per_scene"])
+    assert result["ratio_organisers"] == pytest.approx(result["organisers_ms_per_scene"] / result["fast_ms_per_scene"])
     assert set(result["spread"]["fast"]) == {"min", "median", "max"}
-    assert result["max_abs_diff_db"] < 1e-9
+    assert result["max_abs_diff_db"] < 1e-9 and result["max_abs_score_diff"] < 1e-12
     with pytest.raises(ValueError):
         benchmark_scorer(n_scenes=0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -195,55 +194,11 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
-def score_predictions(submission: Path, data: Path, names: list[str] | None = None) -> dict:
-    """Official score of a folder or zip of ``imgsetNNNN.png`` against DATA's scenes with an HR.
-
-    Every scene of DATA with an HR (or every scene of ``names``) must be predicted, and every
-    prediction must be such a scene. Returns ``{"mean_score", "mean_cpsnr", "scenes": {name: {...}}}``.
-    """
-    from probav.evaluate import scene_norm
-    from probav.metrics.score import score as scene_score
-    from probav.metrics.score import shifted_cpsnr
-    from probav.scene import read_norm, read_scene
-    from probav.submission import open_predictions, read_prediction
-
-    predictions = open_predictions(submission)
-    folders = _scene_folders(data, None, None)
-    with_hr = {n: d for n, d in folders.items() if (d / "HR.png").is_file()}
-    if not with_hr:
-        raise CliError(f"{data}: no scene with an HR.png to score against (test scenes have none)")
-    unknown = sorted(set(predictions) - set(with_hr))
-    if unknown:
-        no_hr = [n for n in unknown if n in folders]
-        detail = f" ({', '.join(no_hr)} {'has' if len(no_hr) == 1 else 'have'} no HR: test scenes cannot be scored)" \
-            if no_hr else ""
-        raise CliError(f"{submission}: prediction(s) for scene(s) not in {data} with an HR: "
-                       f"{', '.join(unknown[:10])}{detail}")
-    wanted = sorted(with_hr) if names is None else names
-    missing = [n for n in wanted if n not in predictions]
-    if names is not None:
-        not_scorable = [n for n in names if n not in with_hr]
-        if not_scorable:
-            raise CliError(f"scene(s) with no HR in {data}: {', '.join(not_scorable)}")
-    if missing:
-        raise CliError(f"{submission}: missing prediction(s) for {', '.join(missing[:10])}"
-                       f"{' …' if len(missing) > 10 else ''} (use --scenes to score a subset)")
-    norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
-    scenes = {}
-    for name in wanted:
-        sr = read_prediction(predictions[name](), f"{submission}:{name}.png")
-        scene = read_scene(with_hr[name], norm=norms.get(name))
-        cpsnr = float(shifted_cpsnr(sr, scene.hr, scene.sm))
-        norm = scene_norm(scene)
-        scenes[name] = {"band": scene.band, "cpsnr": cpsnr, "norm": norm, "score": float(scene_score(cpsnr, norm))}
-    finite = [s["cpsnr"] for s in scenes.values() if math.isfinite(s["cpsnr"])]
-    return {"mean_score": float(sum(s["score"] for s in scenes.values()) / len(scenes)),
-            "mean_cpsnr": float(sum(finite) / len(finite)) if len(finite) == len(scenes) else None,
-            "scenes": scenes}
-
-
 def cmd_score(args: argparse.Namespace) -> int:
-    result = score_predictions(Path(args.submission), Path(args.data), _scene_list(args.scenes))
+    from probav.metrics.scoring import score_folder
+
+    result = score_folder(args.submission, args.data, _scene_list(args.scenes), workers=args.workers,
+                          progress=not args.json and sys.stderr.isatty())
     if args.json:
         print(json.dumps(result, allow_nan=False, default=str))
         return 0
@@ -434,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "with an HR, which must all be predicted)")
     p.add_argument("--json", action="store_true", help='print one JSON object {"mean_score", "mean_cpsnr", '
                                                        '"scenes": {name: {"cpsnr", "score", ...}}}')
+    p.add_argument("--workers", type=int, default=None, help="threads that read and score scenes (default: all cores)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("validate-submission", help="check a submission zip against the official format",

@@ -11,8 +11,9 @@ labelled (``reference``) and estimated (``estimated``) reference frame numbers.
 ``summarise(table, model_name, extra, track)`` turns the table into the metrics dict written to
 ``metrics/<model>.json``: the headline track's figures at the top, each track's under ``tracks``.
 
-The norm of a scene is its ``norm.csv`` value; a scene without one (synthetic data written without
-``norm.csv`` entries) gets the cPSNR of the official baseline, computed here, as PROBAV.md prescribes.
+Scoring is ``probav.metrics.scoring`` (shared with ``probav score`` and the benchmark): the norm of a
+scene is its ``norm.csv`` value; a scene without one gets the cPSNR of the official baseline, as
+PROBAV.md prescribes.
 """
 from __future__ import annotations
 
@@ -26,20 +27,12 @@ from tqdm import tqdm
 
 from probav.data.reference_labels import TRACKS
 from probav.metrics.score import score as scene_score
-from probav.metrics.score import shifted_cpsnr
-from probav.models.baseline import baseline_sr
+from probav.metrics.scoring import Truth, score_predictions
 from probav.models.registry import SRModel
 from probav.scene import HR_SIZE, Scene
 
 COLUMNS = ["scene", "band", "frames", "clearance", "hr_clearance", "norm", "cpsnr", "score", "seconds",
            "cpsnr_challenge", "score_challenge", "cpsnr_ref", "score_ref", "reference", "estimated"]
-
-
-def scene_norm(scene: Scene) -> float:
-    """The scene's norm: its norm.csv value, else the official baseline's cPSNR on it."""
-    if scene.norm is not None and math.isfinite(scene.norm) and scene.norm > 0:
-        return float(scene.norm)
-    return float(shifted_cpsnr(baseline_sr(scene.lr, scene.qm), scene.hr, scene.sm))
 
 
 def check_prediction(image: np.ndarray, scene_name: str) -> np.ndarray:
@@ -55,9 +48,7 @@ def evaluate_scene(model: SRModel, scene: Scene, estimator=None, track: str = "c
     """Predict and score one scene (it must have HR and SM) in both tracks; one table row."""
     from probav.reference import reference_weights
 
-    if not scene.has_hr or scene.sm is None:
-        raise ValueError(f"{scene.name}: no HR/SM, cannot be scored (test scenes have no HR)")
-    norm = scene_norm(scene)
+    truth = Truth.of_scene(scene)
     results, estimated = {}, None
     for name in TRACKS:
         if name == "ref" and scene.reference is None:
@@ -67,7 +58,7 @@ def evaluate_scene(model: SRModel, scene: Scene, estimator=None, track: str = "c
             scene.reference_weights = reference_weights(scene, name, estimator) if model.uses_reference else None
             sr = check_prediction(model.predict(scene), scene.name)
             seconds = time.perf_counter() - start
-            results[name] = (float(shifted_cpsnr(sr, scene.hr, scene.sm)), seconds)
+            results[name] = (score_predictions([sr], [truth])[0]["cpsnr"], seconds)
             if name == "challenge" and scene.reference_weights is not None:
                 estimated = int(scene.ids[int(np.argmax(scene.reference_weights))])
         else:
@@ -75,13 +66,13 @@ def evaluate_scene(model: SRModel, scene: Scene, estimator=None, track: str = "c
     cpsnr, seconds = results.get(track, results["challenge"])
     row = {"scene": scene.name, "band": scene.band, "frames": scene.frames,
            "clearance": float(scene.clearance.mean()), "hr_clearance": float(scene.hr_clearance),
-           "norm": norm, "cpsnr": cpsnr, "score": float(scene_score(cpsnr, norm)), "seconds": seconds,
+           "norm": truth.norm, "cpsnr": cpsnr, "score": float(scene_score(cpsnr, truth.norm)), "seconds": seconds,
            "reference": None if scene.reference is None else int(scene.ids[scene.reference]),
            "estimated": estimated}
     for name in TRACKS:
         value = results[name][0] if name in results else math.nan
         row[f"cpsnr_{name}"] = value
-        row[f"score_{name}"] = float(scene_score(value, norm)) if name in results else math.nan
+        row[f"score_{name}"] = float(scene_score(value, truth.norm)) if name in results else math.nan
     return row
 
 

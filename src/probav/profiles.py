@@ -123,7 +123,7 @@ def estimate_training(params: dict, models: list[str], tflops: float = DEFAULT_T
     ``input_examples_per_s`` (what the CPU input pipeline can deliver), ``input_hours`` is the time
     the pipeline needs for the training examples, and ``hours`` the larger of the two (a GPU waits
     for its input). Early stopping can only shorten it."""
-    from probav.bench import DeepSetup, forward_flops, train_step_flops
+    from probav.bench.models import DeepSetup, forward_flops, train_step_flops
     from probav.training import train_settings
 
     if not tflops > 0:

@@ -6,7 +6,7 @@ the brightness bias b = mean(HR − SR) is removed and cMSE = mean((HR − SR �
 cPSNR is the best of the 49, −10·log10(cMSE), on images scaled to [0, 1] by 65535. Its score is
 norm / cPSNR (lower is better; the official baseline scores 1).
 
-How it is computed fast (see ``probav.metrics.bench`` for timings against the 49-window loop of
+How it is computed fast (see ``probav.bench.scoring`` for timings against the 49-window loop of
 ``probav.metrics.reference``), in two stages:
 
 1. Estimate all 49 cMSEs at once. With h = HR − h0 and s = SR_crop − s0 (constants removed: cMSE

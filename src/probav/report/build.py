@@ -835,7 +835,7 @@ def frame_sweep(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
         return None
     import copy
 
-    from probav.evaluate import scene_norm
+    from probav.metrics.scoring import scene_norm
     from probav.metrics.score import score, shifted_cpsnr
     from probav.models.registry import load_model
     from probav.scene import read_norm, read_scene
