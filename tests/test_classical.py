@@ -130,6 +130,59 @@ def test_registration_rejects_implausible():
     assert not result.ok and "clear" in result.reason
 
 
+def test_coarse_shift_is_skimages_phase_correlation():
+    """coarse_shift recomputes skimage's masked and upsampled phase correlations (real FFTs, the
+    reference's spectra computed once): the same estimates as skimage's own."""
+    from skimage.registration import phase_cross_correlation
+
+    from probav.registration import _erode, _fill, coarse_shift, prepare_reference
+
+    def skimage_coarse(reference, moving, ref_mask, mov_mask):  # coarse_shift as it was written on skimage
+        integer = None
+        if not (ref_mask.all() and mov_mask.all()):
+            integer = np.asarray(phase_cross_correlation(reference, moving, reference_mask=ref_mask,
+                                                         moving_mask=mov_mask, overlap_ratio=0.5)[0])
+        fine = np.asarray(phase_cross_correlation(_fill(reference, ref_mask), _fill(moving, mov_mask),
+                                                  upsample_factor=4, normalization=None)[0])
+        return fine if integer is None or np.all(np.abs(fine - integer) <= 1.0) else integer
+
+    scene = make_scene(11, frames=7, max_shift=2.0, cloud_every=2)
+    lr = scene.lr / 65535.0
+    prepared = prepare_reference(lr[0], scene.qm[0])
+    for k in range(1, scene.frames):
+        mask = _erode(scene.qm[k], 1)
+        expected = skimage_coarse(lr[0], lr[k], prepared.mask, mask)
+        np.testing.assert_array_equal(coarse_shift(lr[0], lr[k], prepared.mask, mask, prepared=prepared), expected)
+        np.testing.assert_array_equal(coarse_shift(lr[0], lr[k], prepared.mask, mask), expected)
+
+
+def test_registration_with_a_prepared_reference_is_the_same():
+    from probav.registration import prepare_reference
+
+    scene = make_scene(12, frames=5, cloud_every=2)
+    lr = scene.lr / 65535.0
+    prepared = prepare_reference(lr[0], scene.qm[0])
+    for k in range(1, scene.frames):
+        alone = register(lr[0], lr[k], scene.qm[0], scene.qm[k])
+        shared = register(lr[0], lr[k], scene.qm[0], scene.qm[k], prepared=prepared)
+        np.testing.assert_array_equal(alone.shift, shared.shift)
+        assert {**vars(alone), "shift": None} == {**vars(shared), "shift": None}
+
+
+def test_clear_median_is_numpys_nanmedian():
+    from probav.registration import clear_median
+
+    rng = np.random.default_rng(4)
+    for t in (1, 2, 5, 12):
+        stack = np.round(rng.normal(size=(t, 20, 30)), 1)  # ties
+        stack[0, 0, :4] = np.nan
+        masks = rng.uniform(size=stack.shape) < rng.uniform(0.2, 1.0)
+        masks[:, 1, :3] = False  # no clear value: NaN
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+            expected = np.nanmedian(np.where(masks, stack, np.nan), axis=0)
+        np.testing.assert_array_equal(clear_median(stack, masks), expected)
+
+
 # --- models -------------------------------------------------------------------------------------
 
 def test_median_beats_baseline_on_easy_scenes():

@@ -36,13 +36,23 @@ How the design was checked without tuning to the one real scene with an HR here 
 mechanism (the reference is the binned HR) was measured on it and holds on PROBA-V-REF's second scene
 quoted in PROBAV.md; the settings were chosen on synthetic dev scenes, whose simulator now has such a
 reference frame; imgset0000 was scored once with them, in both tracks.
+
+Where the time goes: about half of a scene's time (both tracks, the challenge track's reference
+estimate included) is registering its frames (``probav.registration``: once per scene, shared with the
+reference estimator); the rest is resampling (the registered stack, each frame's cubic upscale and
+weights in the fusion, the back-projection's ten spline upscales), the robust weights and the clear
+median. Every resampling is a translation or a ×3 zoom, computed per axis (``probav.resample``: equal to
+the ``scipy.ndimage`` / ``skimage`` calls up to rounding, several times fewer operations), and the
+clear median is computed once for the target and the fusion. That made the model about 4× faster per
+scene than the per-pixel ``scipy.ndimage`` version, with the same uint16 output on the scenes compared.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from probav.models.baseline import bicubic_upscale, clearest_frames
+from probav import resample
+from probav.models.baseline import clearest_frames
 from probav.models.registry import SRModel, register
 from probav.registration import Alignment, clear_median, shift_image
 from probav.scene import HR_SIZE, SCALE, Scene, to_uint16
@@ -130,18 +140,26 @@ def block_mean(image: np.ndarray) -> np.ndarray:
 
 def project_to_target(image: np.ndarray, target: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
     """Back-projection: bring the 3×3 block means of ``image`` to ``target`` where ``valid`` (LR grid),
-    spreading each residual back with the cubic spline (a few iterations converge)."""
+    spreading each residual back with the cubic spline (a few iterations converge). The spline is the
+    official baseline's bicubic ×3 (``probav.models.baseline.bicubic_upscale``, computed per axis)."""
     out = np.asarray(image, np.float64)
     for _ in range(int(iterations)):
         residual = np.where(valid, target - block_mean(out), 0.0)
-        out = out + bicubic_upscale(residual)
+        out = out + resample.bicubic_upscale(residual, SCALE)
     return out
 
 
-def candidate_target(stack: np.ndarray, masks: np.ndarray, frames: list[int], weights: dict[int, float]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def filled_median(stack: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The clear median of the registered frames, their plain mean where no frame is clear."""
+    filler = clear_median(stack, masks)
+    return np.where(np.isfinite(filler), filler, stack.mean(axis=0))
+
+
+def candidate_target(stack: np.ndarray, masks: np.ndarray, frames: list[int], weights: dict[int, float],
+                     filler: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The p-weighted mean of the registered candidates on their clear pixels (LR grid), and where it
-    is defined; elsewhere the clear median of all frames (or their plain mean) fills it."""
+    is defined; elsewhere the clear median of all frames (or their plain mean) fills it (``filler``:
+    ``filled_median(stack, masks)`` when already computed)."""
     num = np.zeros(stack.shape[1:])
     den = np.zeros(stack.shape[1:])
     for k, p in weights.items():
@@ -150,8 +168,8 @@ def candidate_target(stack: np.ndarray, masks: np.ndarray, frames: list[int], we
         den += p * masks[i]
     # A pixel counts as defined when candidates holding at least half the probability see it clear.
     valid = den >= 0.5 * sum(weights.values())
-    filler = clear_median(stack, masks)
-    filler = np.where(np.isfinite(filler), filler, stack.mean(axis=0))
+    if filler is None:
+        filler = filled_median(stack, masks)
     return np.where(den > 0, num / np.maximum(den, 1e-300), filler), valid
 
 
@@ -184,10 +202,11 @@ def _to_hr(image: np.ndarray, shift=(0.0, 0.0), order: int = 3) -> np.ndarray:
 
     HR pixel p samples reference LR coordinate (p + 0.5)/3 − 0.5; a frame registered with shift s
     holds that content at its own coordinate minus s. With order 3 and no shift this is exactly the
-    baseline's bicubic ×3 (``skimage.transform.rescale(order=3)``) away from the image border."""
+    baseline's bicubic ×3 (``skimage.transform.rescale(order=3)``) away from the image border.
+    Computed per axis (``probav.resample.upscale``, equal to ``scipy.ndimage.affine_transform`` with
+    ``mode='nearest'`` up to rounding)."""
     offset = -(SCALE - 1) / (2 * SCALE) - np.asarray(shift, np.float64)
-    return ndi.affine_transform(np.asarray(image, np.float64), [1 / SCALE, 1 / SCALE], offset=offset,
-                                output_shape=(HR_SIZE, HR_SIZE), order=order, mode="nearest")
+    return resample.upscale(image, SCALE, offset, order=order)
 
 
 def _splat(values: np.ndarray, weights: np.ndarray, shift: np.ndarray, num: np.ndarray, den: np.ndarray) -> None:
@@ -213,8 +232,9 @@ def _splat(values: np.ndarray, weights: np.ndarray, shift: np.ndarray, num: np.n
 
 
 def fuse(lr: np.ndarray, qm: np.ndarray, aligned: Alignment, stack: np.ndarray, masks: np.ndarray,
-         weights: np.ndarray, cfg: dict) -> np.ndarray:
-    """Weighted fusion of the registered frames on the output HR grid, holes filled."""
+         weights: np.ndarray, cfg: dict, filler: np.ndarray | None = None) -> np.ndarray:
+    """Weighted fusion of the registered frames on the output HR grid, holes filled (``filler``:
+    ``filled_median(stack, masks)`` when already computed)."""
     # Where no clear sample arrives: the mean of all registered frames (clouds included) there.
     fallback = _to_hr(stack.mean(axis=0), order=1)
     num = np.zeros((HR_SIZE, HR_SIZE))
@@ -232,8 +252,8 @@ def fuse(lr: np.ndarray, qm: np.ndarray, aligned: Alignment, stack: np.ndarray, 
         density = ndi.gaussian_filter(np.full((HR_SIZE, HR_SIZE), 1.0 / SCALE**2), sigma).max()
         confidence = np.clip(den / (0.5 * density), 0, 1)
     else:
-        filler = clear_median(stack, masks)
-        filler = np.where(np.isfinite(filler), filler, stack.mean(axis=0))
+        if filler is None:
+            filler = filled_median(stack, masks)
         for i, k in enumerate(aligned.frames):
             r = aligned.results[k]
             frame = aligned.normalised(lr, k)
@@ -292,8 +312,9 @@ def shift_and_add_sr(scene: Scene, cfg: dict, weights: np.ndarray | None = None)
                                                 np.array(list(p.values()))))
 
     stack, masks = aligned.stack(lr, qm)
-    target, valid = candidate_target(stack, masks, aligned.frames, p)
-    out = fuse(lr, qm, aligned, stack, masks, robust_weights(stack, masks, target, valid, cfg), cfg)
+    filler = filled_median(stack, masks)
+    target, valid = candidate_target(stack, masks, aligned.frames, p, filler)
+    out = fuse(lr, qm, aligned, stack, masks, robust_weights(stack, masks, target, valid, cfg), cfg, filler)
     if cfg["sharpen"] > 0:
         out = out + cfg["sharpen"] * (out - ndi.gaussian_filter(out, cfg["sharpen_sigma"], mode="nearest"))
     return project_to_target(out, target, valid, int(cfg["consistency"]))
