@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install repro test test-fast bench nohr gpu-estimate report clean-venv
+.PHONY: install repro test test-fast bench nohr scale gpu-estimate report clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ bench: $(STAMP)
 # about 10 minutes; the report reads metrics/nohr.json when present).
 nohr: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:nohr
+
+# What the archive's size costs here: the pipeline from scratch at the default size and with
+# profiles/archive-cpu.yaml (1450 scenes), in clones of the last commit, every stage timed with its
+# memory and disk (metrics/scale.json; about an hour on 2 cores).
+scale: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m probav.scale --profile profiles/archive-cpu.yaml --out metrics/scale.json
 
 # Expected training time of the full-size GPU profile (traced FLOPs + metrics/bench.json); no GPU needed.
 gpu-estimate: $(STAMP)

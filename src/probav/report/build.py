@@ -1084,15 +1084,17 @@ def readme_block(runs: list[ModelRun], source: str, paths: Paths, box_png: Path 
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, block: str) -> bool:
-    """Replace the text between the results markers; False (untouched) when the file or a marker is missing."""
+def update_readme(readme: Path, block: str, markers: tuple[str, str] = (README_START, README_END)) -> bool:
+    """Replace the text between two markers (the results block by default); False (untouched) when the
+    file or a marker is missing."""
     if not readme.is_file():
         return False
     text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
+    first, last = markers
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
         return False
-    new = text[:start + len(README_START)] + "\n" + block.strip() + "\n" + text[end:]
+    new = text[:start + len(first)] + "\n" + block.strip() + "\n" + text[end:]
     if new != text:
         tmp = readme.with_name(f".{readme.name}.tmp")
         tmp.write_text(new)
@@ -1244,6 +1246,7 @@ def build_report(params: dict, paths: Paths, options: Options | None = None) -> 
     log("effects", options)
     ctx["effects"] = effects_section(runs, params, paths, index, options)
     ctx["bench"] = bench_section(paths.out.parent / "bench.md")
+    ctx["scale"] = scale_section(paths.out.parent / "scale.md")
 
     # ---- conclusions and reproduction
     ctx["findings"] = findings(runs, source)
@@ -1274,6 +1277,14 @@ def bench_section(table: Path) -> str:
                 "the input pipeline and every model on this machine, and writes `reports/bench.md` here.")
     return ("From the last `make bench` (`metrics/bench.json`; measured on the machine that ran it, and not "
             "re-run by `dvc repro`):\n\n" + table.read_text().strip())
+
+
+def scale_section(table: Path) -> str:
+    """``make scale``'s table (not a dependency either: an hour of running, done on purpose)."""
+    if not table.is_file():
+        return ("No archive-size run yet: `make scale` runs the pipeline at the default size and at the official "
+                "archive's 1450 scenes and writes `metrics/scale.json` and `reports/scale.md`.")
+    return table.read_text().strip()
 
 
 def summary_text(runs, source, index, split, commit) -> str:
