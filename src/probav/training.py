@@ -4,8 +4,9 @@ What one run does, in order:
 
 1. Distribution strategy from ``train.strategy``: ``default`` (the default device),
    ``mirrored`` (``tf.distribute.MirroredStrategy`` over ``train.devices``, default all local
-   GPUs, or the CPU), ``multi_worker`` (``MultiWorkerMirroredStrategy``, cluster from ``TF_CONFIG``;
-   only the chief writes the model, checkpoints and logs). ``input.batch_size`` is the global batch.
+   GPUs, or the CPU), ``multi_worker`` (``MultiWorkerMirroredStrategy``, cluster from ``TF_CONFIG``,
+   below). ``input.batch_size`` is the global batch (summed over all replicas of all workers), and
+   the validation batch ``input.eval_batch_size`` is rounded up to a multiple of the replicas.
 2. Seeds: ``keras.utils.set_random_seed(derive_seed(params, "train", name))``; the training
    dataset gets its own derived seed.
 3. Data: the pipeline's ``training_dataset`` (patches, repeated) and ``evaluation_dataset`` (full
@@ -33,14 +34,52 @@ What one run does, in order:
    ``train.min_delta`` dB); the best epoch's weights are restored at the end.
 8. DVCLive (``dvclive.keras.DVCLiveCallback(live=Live(dir, dvcyaml=False))``) logs every epoch.
 9. The final model (``DeepModel.save``) and ``training.json`` (parameters, training seconds,
-   epochs run, best epoch, best dev cPSNR, normalisation, ...) are written into a temporary folder
-   renamed to ``out_dir``; the checkpoints are then deleted.
+   epochs run, best epoch, best dev cPSNR, normalisation, sha256 of the weights, ...) are written
+   into a temporary folder renamed to ``out_dir``; the checkpoints are then deleted.
 
 Per-model overrides: any ``train:`` key can be set for one model under ``train.<model name>:``
 (e.g. ``train: {misr_net: {steps_per_epoch: 20}}``).
+
+Multi-worker training (``train.strategy: multi_worker``; README, "Training on several machines").
+Every worker runs the same command with the same params and TFRecords, and its own ``TF_CONFIG``
+(``{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": i}}``);
+worker 0 (or a ``chief`` task) is the chief. The strategy is created first, before any other
+TensorFlow op (it configures the collectives of the process), with RING all-reduce on CPUs (AUTO,
+i.e. NCCL, where GPUs are visible). Every worker computes the same thing (same seeds, same global
+batch, same steps, same early-stopping decisions from globally reduced metrics) and writes the
+same things, the standard ``tf.distribute`` pattern (a save may take part in collectives, so all
+must save): the chief into ``out_dir``, the DVCLive folder and the checkpoint folder, every other
+worker into temporary folders of its own, deleted at the end. Only the chief's outputs exist.
+``training.json`` (and the stage's stdout) gets a ``worker`` entry: index, workers, chief, the steps
+this worker ran and the shard policies. A restarted run resumes only where every worker finds a
+checkpoint of the same epoch (the chief's in the checkpoint folder, another worker's in its temporary
+folder, named after the run's fingerprint so that a restart finds it again), else all start afresh:
+workers resuming from different epochs would run different steps and wait on each other forever.
+
+Sharding (``shard_policy``; the ``tf.data`` auto-shard policy is always set explicitly, never left
+to AUTO; each worker's batches are ``input.batch_size`` / workers elements):
+
+- training data by ``FILE`` when there are at least as many ``train-*.tfrecord.gz`` files as
+  workers, else by ``DATA``. ``FILE``: every worker opens only its share of the files, so no worker
+  decompresses and parses a scene that another one uses (the input pipeline's cost). The pipeline
+  shards its own stream of file names (``pipeline.file_stream``: seeded, reshuffled every round,
+  repeated, the same on every worker; worker i takes the occurrences i, i+W, i+2W, …) and the
+  dataset's policy is ``OFF``: tf.data's own ``FILE`` rewrite fails on this pipeline ("did not find
+  a shardable source": its walk back to the reader stops at the pipeline's ``scan``, the watchdog
+  on rejected patches), and a fixed split of the files would be unfair to our layout, 64 scenes a file
+  (``tfrecords.scenes_per_shard``) with a short last one (the default data: 64 + 8 train scenes):
+  one worker would cut all its patches from 8 scenes. Sharding the reshuffled stream, every worker
+  reads every file over the rounds. Each worker draws its patches with seeds of its own.
+  ``DATA`` (fewer files than workers, or data given as a dataset): every worker runs the whole
+  pipeline, identically seeded, and keeps its own part of each global batch (policy ``DATA``);
+  correct, but every worker decodes every scene.
+- validation data: always ``DATA``, so that the first ``train.validation_scenes`` dev scenes of the
+  one stream are validated once, split between the workers (by file, it would be the first N of
+  each worker's files); a worker with no scene left in the last step gets an empty batch.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -135,8 +174,42 @@ def is_chief() -> bool:
     return kind == "worker" and index == 0 and "chief" not in (config.get("cluster") or {})
 
 
+def cluster_workers(config: dict | None = None) -> int:
+    """Number of workers of the ``TF_CONFIG`` cluster (its chief and workers; 1 without one)."""
+    cluster = (tf_config() if config is None else config).get("cluster") or {}
+    return max(len(cluster.get("chief") or []) + len(cluster.get("worker") or []), 1)
+
+
+def worker_index(config: dict | None = None) -> int:
+    """This process's number among the cluster's workers as ``tf.distribute`` counts them (the input
+    pipeline id): the chief 0, then the workers in order; 0 without ``TF_CONFIG``."""
+    config = tf_config() if config is None else config
+    task = config.get("task") or {}
+    kind, index = task.get("type"), int(task.get("index", 0) or 0)
+    if kind == "worker" and "chief" in (config.get("cluster") or {}):
+        return index + 1
+    return index if kind == "worker" else 0
+
+
+def shard_policy(files: int | None, workers: int) -> str:
+    """How multi-worker training shards the training data (``AutoShardPolicy`` name): ``FILE`` when
+    there are at least as many TFRecord files as workers, else ``DATA`` (module docstring; ``files``
+    None: data given as a dataset)."""
+    return "FILE" if files is not None and int(files) >= int(workers) else "DATA"
+
+
+def with_shard_policy(dataset, policy: str):
+    """``dataset`` with an explicit ``auto_shard_policy`` (``FILE``, ``DATA`` or ``OFF``)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = getattr(tf.data.experimental.AutoShardPolicy, policy)
+    return dataset.with_options(options)
+
+
 def make_strategy(settings: dict):
-    """The ``tf.distribute`` strategy named by ``train.strategy``."""
+    """The ``tf.distribute`` strategy named by ``train.strategy`` (create it before any other
+    TensorFlow op: a multi-worker strategy configures the process's collectives)."""
     import tensorflow as tf
 
     kind = settings.get("strategy", "default")
@@ -151,8 +224,26 @@ def make_strategy(settings: dict):
     if kind == "multi_worker":
         if not tf_config():
             log.warning("train.strategy=multi_worker without TF_CONFIG: training as a single worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        kinds = tf.distribute.experimental.CommunicationImplementation
+        # RING all-reduce between CPUs; AUTO picks NCCL where there are GPUs.
+        implementation = kinds.AUTO if tf.config.list_physical_devices("GPU") else kinds.RING
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
     raise ValueError(f"train.strategy must be default, mirrored or multi_worker, got {kind!r}")
+
+
+def agreed_epochs(strategy, epoch: int) -> bool:
+    """Whether every worker of ``strategy`` holds a checkpoint of the same ``epoch`` (-1: none); a
+    collective, so every worker must call it. Workers that resumed from different epochs would run
+    different numbers of steps and wait for each other forever."""
+    import tensorflow as tf
+
+    @tf.function
+    def gather():
+        return strategy.gather(strategy.run(lambda: tf.constant([float(epoch)], tf.float32)), axis=0)
+
+    epochs = np.asarray(gather())
+    return bool(np.all(epochs == epochs[0]))
 
 
 # ----------------------------------------------------------------------------- data
@@ -164,8 +255,9 @@ def data_meta(tfrecords: os.PathLike | str | None) -> str:
     return meta.read_text() if meta.is_file() else ""
 
 
-def pipeline_datasets(tfrecords: os.PathLike | str, params: dict, seed: int):
-    """Training and dev datasets of the pipeline (the dev one None when there are no dev records)."""
+def pipeline_datasets(tfrecords: os.PathLike | str, params: dict, seed: int, shard: tuple[int, int] | None = None):
+    """Training and dev datasets of the pipeline (the dev one None when there are no dev records);
+    ``shard`` = (workers, index): the training files sharded by file (``training_dataset``)."""
     from probav.data.pipeline import evaluation_dataset, training_dataset
     from probav.data.tfrecords import subset_files
 
@@ -173,7 +265,7 @@ def pipeline_datasets(tfrecords: os.PathLike | str, params: dict, seed: int):
     if not train_files:
         raise FileNotFoundError(f"{tfrecords}: no train-*.tfrecord.gz files (run `dvc repro tfrecords`)")
     dev_files = subset_files(tfrecords, "dev")
-    train_ds = training_dataset(train_files, params, seed)
+    train_ds = training_dataset(train_files, params, seed, shard)
     dev_ds = evaluation_dataset(dev_files, params) if dev_files else None
     return train_ds, dev_ds
 
@@ -216,12 +308,16 @@ def meta_statistics(tfrecords: os.PathLike | str | None) -> tuple[float, float] 
     return float(mean), float(std)
 
 
-def validation_data(dev_data, params: dict, limit: int = 0, tfrecords: os.PathLike | str | None = None):
-    """Dev scenes (at most ``limit``, 0 = all) rebatched by ``input.eval_batch_size``, with a known
-    number of batches (from meta.json, else counted), so Keras knows where validation ends."""
+def validation_data(dev_data, params: dict, limit: int = 0, tfrecords: os.PathLike | str | None = None,
+                    replicas: int = 1):
+    """Dev scenes (at most ``limit``, 0 = all) rebatched by ``input.eval_batch_size`` rounded up to a
+    multiple of ``replicas`` (so that every replica gets scenes), with a known number of batches (from
+    meta.json, else counted), so Keras knows where validation ends."""
     import tensorflow as tf
 
     batch = int((params.get("input") or {}).get("eval_batch_size", 1) or 1)
+    replicas = max(int(replicas), 1)
+    batch = -(-batch // replicas) * replicas
     data = dev_data.unbatch()
     if limit > 0:
         data = data.take(limit)
@@ -349,6 +445,74 @@ class TrainingState(keras.callbacks.Callback):
                 shutil.rmtree(old, ignore_errors=True)
 
 
+class StepCounter(keras.callbacks.Callback):
+    """The training steps this process ran (each worker of a multi-worker run counts its own)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+
+def weights_digest(network) -> str:
+    """sha256 of a network's weights (the workers of a synchronous run end with the same one)."""
+    digest = hashlib.sha256()
+    for weight in network.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def keras_multi_worker_fixes(trainer):
+    """Work around two bugs of Keras 3's TensorFlow trainer under ``MultiWorkerMirroredStrategy``
+    while ``trainer`` fits (found by the two-worker test; restored afterwards):
+
+    - keras-team/keras#20329: before training, ``fit`` and ``evaluate`` take one batch and reduce it
+      over all workers (``strategy.reduce``) only to learn its shapes, which fails on any nested
+      batch (here ``(inputs dict, target)``: "Attempt to convert a value ({'frame_mask': PerReplica:
+      …}) to a Tensor"). The build needs shapes and dtypes only: taken here from this worker's own
+      part of the batch (the same shapes; no collective).
+    - ``reduce_per_replica`` averages each step's outputs over the workers with
+      ``strategy.reduce("MEAN", v, axis=0)``, which fails on the scalar logs ("Invalid reduction
+      dimension 0 for input with 0 dimensions"): here ``axis=None``, the mean over the replicas of
+      all workers. (The epoch logs, which the callbacks see, are read from the metrics' variables,
+      summed over all replicas: exact global values either way.)
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    strategy = trainer.distribute_strategy
+    original = tf_trainer.reduce_per_replica
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(local, next(batches))
+                break
+        with strategy.scope():
+            trainer._symbolic_build(data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction="auto"):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction=reduction)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    trainer._maybe_symbolic_build = symbolic_build
+    try:
+        yield trainer
+    finally:
+        tf_trainer.reduce_per_replica = original
+        del trainer._maybe_symbolic_build
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -405,30 +569,54 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
     from probav.params import derive_seed
 
     out_dir = Path(out_dir)
-    chief = is_chief()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    chief = is_chief() if multi_worker else True
+    workers, index = (cluster_workers(), worker_index()) if multi_worker else (1, 0)
+    fp = fingerprint(params, name, settings, data_meta(tfrecords))
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / CHECKPOINTS
-    if not chief:  # other workers write where nobody reads (their saves must still run)
-        scratch = Path(tempfile.mkdtemp(prefix=f"probav-{name}-worker-"))
-        checkpoint_dir, live_dir = scratch / CHECKPOINTS, None
+    model_dir, scratch = out_dir, None
+    if not chief:
+        # Other workers write the same things (their saves must run) into a temporary folder of their
+        # own, named after the run so that a restarted worker finds its checkpoints again; deleted at
+        # the end.
+        scratch = Path(tempfile.gettempdir()) / f"probav-{name}-worker{index}-{fp}"
+        checkpoint_dir, model_dir = scratch / CHECKPOINTS, scratch / "model"
+        live_dir = None if live_dir is None else scratch / "dvclive"
     keras.utils.set_random_seed(derive_seed(params, "train", name))
 
+    policies = stats_data = None
     if train_data is None:
         if tfrecords is None:
             raise ValueError("give tfrecords (a folder of the tfrecords stage) or train_data")
-        train_data, dev_data = pipeline_datasets(tfrecords, params, derive_seed(params, "train", name, "data"))
+        from probav.data.tfrecords import subset_files
+
+        if multi_worker:
+            policies = {"train": shard_policy(len(subset_files(tfrecords, "train")), workers), "dev": "DATA"}
+        shard = (workers, index) if policies and policies["train"] == "FILE" else None
+        data_seed = derive_seed(params, "train", name, "data")
+        train_data, dev_data = pipeline_datasets(tfrecords, params, data_seed, shard)
+        if shard is not None:  # normalisation statistics from the whole stream, the same on every worker
+            stats_data = pipeline_datasets(tfrecords, params, data_seed)[0]
+    elif multi_worker:
+        policies = {"train": shard_policy(None, workers), "dev": "DATA"}
     if dev_data is not None:
-        dev_data = validation_data(dev_data, params, int(settings["validation_scenes"]), tfrecords)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_data = train_data.with_options(options)
-        dev_data = dev_data.with_options(options) if dev_data is not None else None
+        dev_data = validation_data(dev_data, params, int(settings["validation_scenes"]), tfrecords,
+                                   replicas=strategy.num_replicas_in_sync)
+    if multi_worker:
+        # FILE: the pipeline already holds this worker's files only (tf.data's FILE rewrite cannot find
+        # the reader past the pipeline's scan), so tf.distribute must not shard again.
+        train_data = with_shard_policy(train_data, "OFF" if policies["train"] == "FILE" else "DATA")
+        dev_data = None if dev_data is None else with_shard_policy(dev_data, policies["dev"])
+        log.info("%s: worker %d of %d%s, sharding %s", name, index, workers, " (chief)" if chief else "", policies)
     train_data = train_data.repeat()
 
-    fp = fingerprint(params, name, settings, data_meta(tfrecords))
     resumed = read_checkpoint(checkpoint_dir)
     if resumed is not None and resumed[0].get("fingerprint") != fp:
         log.warning("%s: ignoring the checkpoint in %s (made with other settings)", name, checkpoint_dir)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        resumed = None
+    if multi_worker and not agreed_epochs(strategy, -1 if resumed is None else int(resumed[0]["epoch"])):
+        log.warning("%s: the workers' checkpoints are of different epochs: every worker starts afresh", name)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         resumed = None
     if resumed is not None:
@@ -440,7 +628,8 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
         if from_meta is not None:
             (mean, std), source = from_meta, "meta.json"
         else:
-            mean, std = clear_statistics(train_data, int(settings["stats_batches"]))
+            mean, std = clear_statistics(train_data if stats_data is None else stats_data,
+                                         int(settings["stats_batches"]))
             source = f"{settings['stats_batches']} training batches"
         state = {"fingerprint": fp, "epoch": 0, "best": None, "best_epoch": None, "wait": 0,
                  "stopped": False, "seconds": 0.0, "history": {}, "normalisation": {"mean": mean, "std": std, "source": source}}
@@ -464,7 +653,8 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
     monitor = "val_cpsnr" if dev_data is not None else "cpsnr"
     tracker = TrainingState(checkpoint_dir, state, monitor, int(settings["patience"]),
                             float(settings["min_delta"]), write=True)
-    all_callbacks = [tracker]
+    counter = StepCounter()
+    all_callbacks = [tracker, counter] if multi_worker else [tracker]
     live = None
     if live_dir is not None:
         from dvclive import Live
@@ -478,9 +668,10 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
 
     initial_epoch = int(state["epoch"])
     if initial_epoch < epochs and not state.get("stopped"):
-        trainer.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                    validation_data=dev_data, callbacks=all_callbacks, shuffle=False,
-                    verbose=settings["verbose"] if verbose is None else verbose)
+        with keras_multi_worker_fixes(trainer) if multi_worker else contextlib.nullcontext():
+            trainer.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                        validation_data=dev_data, callbacks=all_callbacks, shuffle=False,
+                        verbose=settings["verbose"] if verbose is None else verbose)
     elif live is not None:
         live.end()
 
@@ -509,18 +700,23 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
         "replicas": int(strategy.num_replicas_in_sync),
         "normalisation": state["normalisation"],
         "fingerprint": fp,
+        "weights_sha256": weights_digest(model.network),
         **model.training_summary(),
     }
-    if chief:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        try:
-            model.save(tmp)
-            _write_json_atomic(tmp / TRAINING_JSON, summary)
-            _replace_dir(tmp, out_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    if multi_worker:
+        summary["worker"] = {"index": index, "workers": workers, "chief": chief, "steps": counter.steps,
+                             "shard_policy": policies}
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+    try:
+        model.save(tmp)
+        _write_json_atomic(tmp / TRAINING_JSON, summary)
+        _replace_dir(tmp, model_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     return summary

@@ -19,8 +19,9 @@ networks take the inputs they declare (``probav.training`` drops the others).
 - Track of a training patch: with probability ``input.reference_given`` a labelled scene's patch sees
   its labelled reference (one-hot, and the ref-track prior), else the estimator's probabilities (and
   the challenge-track prior): one network serves both tracks. Validation follows ``reference.track``.
-- ``training_dataset(files, params, seed)``: records shuffled (files and a buffer of
-  ``input.shuffle_buffer`` scenes, seeded), each scene → ``input.patches_per_scene`` patches
+- ``training_dataset(files, params, seed, shard)``: records shuffled (files and a buffer of
+  ``input.shuffle_buffer`` scenes, seeded; ``shard`` = (workers, index): this worker's share of the
+  file stream, ``file_stream``), each scene → ``input.patches_per_scene`` patches
   (decompressing and parsing a scene costs far more than cutting a patch), each an LR patch of
   ``input.patch_size`` P with its aligned HR (and prior) patch (LR pixel (i, j) ↔ HR pixels 3i…3i+2, 3j…3j+2)
   whose HR clearance (SM) is at least ``input.min_patch_clearance``: ``input.patch_tries`` random
@@ -293,14 +294,36 @@ def _deterministic(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def training_dataset(files, params: dict, seed: int) -> tf.data.Dataset:
-    """Endless, seeded ``(inputs, target)`` batches of augmented patches (module docstring)."""
+def file_stream(files, seed: int, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """The endless stream of training file names: every round all files, in a seeded order reshuffled
+    every round. ``shard`` = (workers W, index i), multi-worker training's sharding by file: this
+    worker's occurrences i, i+W, i+2W, … of that stream (the same on every worker), so that each
+    occurrence of a file is read by one worker, and over the rounds every worker reads every file
+    (the files hold ``tfrecords.scenes_per_shard`` scenes but the last one fewer: a fixed split of the
+    files would leave some worker far fewer scenes to cut patches from). Needs at least W files (with
+    fewer, every round would give two workers the same file at once)."""
+    files = _file_list(files)
+    names = tf.data.Dataset.from_tensor_slices(files)
+    names = names.shuffle(len(files), seed=_sub_seed(int(seed), "files"), reshuffle_each_iteration=True).repeat()
+    if shard is not None:
+        workers, index = (int(v) for v in shard)
+        if not 0 <= index < workers or len(files) < workers:
+            raise ValueError(f"cannot shard {len(files)} files between {workers} workers as worker {index}: "
+                             f"sharding by file needs at least as many files as workers")
+        names = names.shard(workers, index)
+    return names
+
+
+def training_dataset(files, params: dict, seed: int, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """Endless, seeded ``(inputs, target)`` batches of augmented patches (module docstring); ``shard``
+    = (workers, index): multi-worker training's share of the files of this worker (``file_stream``;
+    its patches are drawn with seeds of its own)."""
     cfg = input_settings(params)
     files = _file_list(files)
     seed = int(seed)
-    base = tf.constant([seed & 0x7FFFFFFFFFFFFFFF, 0x7A11], tf.int64)
-    records = tf.data.Dataset.from_tensor_slices(files)
-    records = records.shuffle(len(files), seed=_sub_seed(seed, "files"), reshuffle_each_iteration=True).repeat()
+    index = 0 if shard is None else int(shard[1])
+    base = tf.constant([seed & 0x7FFFFFFFFFFFFFFF, 0x7A11 + index], tf.int64)
+    records = file_stream(files, seed, shard)
     records = records.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=COMPRESSION),
                                  cycle_length=min(len(files), INTERLEAVE), block_length=1,
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
