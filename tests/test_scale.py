@@ -80,6 +80,8 @@ def toy_repo(tmp_path):
         "  make:\n    cmd: python make.py\n    deps: [make.py]\n    params: [size]\n    outs: [data/scenes.csv]\n")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)  # noqa: E731
+    (repo / "study").mkdir()  # a second pipeline file (like studies/dvc.yaml): not part of dvc repro
+    (repo / "study" / "dvc.yaml").write_text("stages:\n  extra:\n    cmd: python -c pass\n")
     run("git", "init", "-q")
     run("git", "config", "user.email", "t@example.org")
     run("git", "config", "user.name", "t")
@@ -118,3 +120,14 @@ def test_markdown_table_names_every_stage_and_a_stopped_run():
     assert "| b | 5 s | – | – | – | – |" in table
     assert "stopped: b exited with status 1" in table and "`abcdef0`" in table
     assert scale.markdown_table({}) == "No stage measured yet."
+
+
+def test_an_in_place_run_forces_every_stage_of_the_repository(toy_repo):
+    repo, env = toy_repo
+    subprocess.run(["dvc", "repro", "-q"], cwd=repo, env=env, check=True, capture_output=True)
+    run = scale.run_pipeline(repo, "default", None, None, log=None)  # up to date, yet every stage runs
+    assert "failed" not in run and run["in_place"] and set(run["stages"]) == {"make", "count"}
+    assert all(row["seconds"] > 0.2 and row["disk_mb"] is None for row in run["stages"].values())
+    assert run["scenes"] == 3 and (repo / "dvc.lock").is_file()
+    with pytest.raises(ValueError, match="no profile"):
+        scale.run_pipeline(repo, "default", {"size": {"scenes": 4}}, None, log=None)

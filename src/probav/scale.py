@@ -9,7 +9,8 @@ training capped at the default's steps). Stage by stage (``dvc repro -s``, in DV
 - ``peak_rss_mb``: the stage's peak resident memory, all its processes together (worker pools
   included), sampled from /proc every ``interval`` seconds; ``peak_process_rss_mb``: the largest
   single process (the kernel's own count, ``wait4``);
-- ``disk_mb``: what the stage added to the clone (its outputs, and DVC's cache copies of them);
+- ``disk_mb``: what the stage added to the clone (its outputs, and DVC's cache copies of them; not known
+  for an in-place run, whose forced stages replace outputs already there);
 - ``load_average``: the machine's 1-minute load before and after (other work slows a stage down).
 
 and writes ``metrics/scale.json``: both runs, and per stage the growth from the default size to the
@@ -26,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -89,7 +91,7 @@ def measure_command(cmd: list[str], cwd: Path, env: dict, log_path: Path, interv
             "peak_process_rss_mb": usage.ru_maxrss / 1024}
 
 
-def disk_mb(root: Path, skip: tuple[str, ...] = (".git",)) -> float:
+def disk_mb(root: Path, skip: tuple[str, ...] = (".git", ".venv")) -> float:
     """Bytes under ``root`` (files counted once: hard links and DVC's links to its cache are not doubled)."""
     seen, total = set(), 0
     for dirpath, dirnames, filenames in os.walk(root):
@@ -111,7 +113,8 @@ def stage_order(clone: Path) -> list[str]:
     from dvc.repo import Repo
 
     with Repo(str(clone)) as repo:
-        stages = [s for s in repo.index.stages if s.dvcfile.relpath == "dvc.yaml"]
+        root = (Path(clone) / "dvc.yaml").resolve()  # dvc repro's own pipeline: not studies/ or bench/
+        stages = [s for s in repo.index.stages if Path(s.dvcfile.path).resolve() == root]
         try:
             from dvc.repo.reproduce import plan_repro  # DVC's own plan (dependencies first)
             planned = plan_repro(repo.index.graph, stages)
@@ -146,25 +149,35 @@ def scene_count(clone: Path) -> int | None:
     return max(sum(1 for _ in index.open()) - 1, 0)
 
 
-def run_pipeline(repo: Path, name: str, overrides: dict | None, work: Path, on_stage=None,
+def run_pipeline(repo: Path, name: str, overrides: dict | None, work: Path | None, on_stage=None,
                  log=print) -> dict:
-    """The pipeline from scratch in a clone, stage by stage, measured (see the module docstring)."""
-    clone = work / name
-    make_clone(repo, clone, overrides)
+    """The pipeline from scratch in a clone (``work/name``), stage by stage, measured (see the module
+    docstring). ``work`` None: in ``repo`` itself, every stage forced (``dvc repro -s -f``), so the
+    measured run is also the repository's own ``dvc repro`` (no profile then)."""
+    in_place = work is None
+    if in_place and overrides:
+        raise ValueError("an in-place run takes params.yaml as it is: no profile")
+    clone = repo if in_place else work / name
+    if not in_place:
+        make_clone(repo, clone, overrides)
     env = dict(os.environ, PYTHONPATH=str(clone / "src"), TF_CPP_MIN_LOG_LEVEL="2")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     stages = stage_order(clone)
-    run = {"profile": overrides or {}, "stages": {}, "order": stages, "log": str(clone / "scale.log")}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=clone).stdout.strip()
+    log_path = Path(tempfile.gettempdir()) / f"scale-{name}.log" if in_place else clone / "scale.log"
+    run = {"profile": overrides or {}, "stages": {}, "order": stages, "log": str(log_path), "commit": commit,
+           "in_place": in_place}
     disk_before = disk_mb(clone)
     start = time.perf_counter()
     for stage in stages:
         if log:
             log(f"scale [{name}]: {stage} …")
         load_before = os.getloadavg()[0]
-        row = measure_command(["dvc", "repro", "-s", stage], clone, env, clone / "scale.log")
+        row = measure_command(["dvc", "repro", "-s", *(["-f"] if in_place else []), stage], clone, env, log_path)
         row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # 1-min, before and after
         disk_after = disk_mb(clone)
-        row["disk_mb"] = disk_after - disk_before
+        # In place, a forced stage replaces outputs that were already there: what it adds is not known.
+        row["disk_mb"] = None if in_place else disk_after - disk_before
         disk_before = disk_after
         run["stages"][stage] = row
         run["scenes"] = scene_count(clone)
@@ -216,8 +229,10 @@ def markdown_table(report: dict) -> str:
     stages = list(dict.fromkeys([*(large.get("order") or []), *(small.get("order") or [])]))
     if not stages:
         return "No stage measured yet."
-    head = (f"`make scale` at commit `{str(report.get('commit', ''))[:7]}` on {report.get('cpu_count')} cores: the "
-            f"pipeline from scratch with {small.get('scenes', '–')} scenes (default) and {large.get('scenes', '–')} "
+    commits = {str(r.get("commit") or report.get("commit", ""))[:7] for r in (small, large) if r}
+    head = (f"`make scale` at commit {' and '.join(f'`{c}`' for c in sorted(commits))} on {report.get('cpu_count')} "
+            f"cores: the pipeline from scratch with {small.get('scenes', '–')} scenes (default"
+            f"{', in place' if small.get('in_place') else ''}) and {large.get('scenes', '–')} "
             f"(`{report.get('profile')}`); growth = time ratio ÷ scene ratio (1: linear in the scenes, above 1: "
             "worse than linear, below 1: fixed costs dominate); memory: all of a stage's processes together.")
     lines = [head, "", "| stage | default | archive size | growth | peak memory (MB) | disk added (MB) |",
@@ -255,12 +270,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", default="archive,default",
                         help="which runs: default (params.yaml as is), archive (with --profile), or both")
     parser.add_argument("--keep", action="store_true", help="keep the clones (their data, models and logs)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="run the default size here, every stage forced, instead of in a clone: the measured "
+                             "run is then also this repository's dvc repro")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tempfile
-
     from probav.profiles import load_profile
 
     args = parse_args(argv)
@@ -299,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         for name in runs:
-            run = run_pipeline(repo, name, overrides if name == "archive" else None, work,
+            here = args.in_place and name == "default"
+            run = run_pipeline(repo, name, overrides if name == "archive" else None, None if here else work,
                                on_stage=lambda r, n=name: save(n, r),
                                log=lambda line: print(line, file=sys.stderr, flush=True))
             save(name, run)
