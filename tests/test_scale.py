@@ -125,9 +125,10 @@ def test_markdown_table_names_every_stage_and_a_stopped_run():
 def test_an_in_place_run_forces_every_stage_of_the_repository(toy_repo):
     repo, env = toy_repo
     subprocess.run(["dvc", "repro", "-q"], cwd=repo, env=env, check=True, capture_output=True)
-    run = scale.run_pipeline(repo, "default", None, None, log=None)  # up to date, yet every stage runs
+    lines = []
+    run = scale.run_pipeline(repo, "default", None, None, log=lines.append)  # up to date, yet every stage runs
     assert "failed" not in run and run["in_place"] and set(run["stages"]) == {"make", "count"}
     assert all(row["seconds"] > 0.2 and row["disk_mb"] is None for row in run["stages"].values())
-    assert run["scenes"] == 3 and (repo / "dvc.lock").is_file()
+    assert run["scenes"] == 3 and (repo / "dvc.lock").is_file() and "make" in lines[0]
     with pytest.raises(ValueError, match="no profile"):
         scale.run_pipeline(repo, "default", {"size": {"scenes": 4}}, None, log=None)

@@ -184,7 +184,8 @@ def run_pipeline(repo: Path, name: str, overrides: dict | None, work: Path | Non
         run["seconds"] = time.perf_counter() - start
         run["disk_mb"] = disk_after
         if log:
-            log(f"  {row['seconds']:.0f} s, {row['peak_rss_mb'] or 0:.0f} MB, +{row['disk_mb']:.0f} MB on disk")
+            disk = "" if row["disk_mb"] is None else f", +{row['disk_mb']:.0f} MB on disk"
+            log(f"  {row['seconds']:.0f} s, {row['peak_rss_mb'] or 0:.0f} MB{disk}")
         if on_stage:
             on_stage(run)
         if row["returncode"] != 0:
