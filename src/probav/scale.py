@@ -173,7 +173,9 @@ def run_pipeline(repo: Path, name: str, overrides: dict | None, work: Path | Non
         if log:
             log(f"scale [{name}]: {stage} …")
         load_before = os.getloadavg()[0]
-        row = measure_command(["dvc", "repro", "-s", *(["-f"] if in_place else []), stage], clone, env, log_path)
+        # In place: forced, and not restored from DVC's run cache (which would skip the work being measured).
+        forced = ["-f", "--no-run-cache"] if in_place else []
+        row = measure_command(["dvc", "repro", "-s", *forced, stage], clone, env, log_path)
         row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # 1-min, before and after
         disk_after = disk_mb(clone)
         # In place, a forced stage replaces outputs that were already there: what it adds is not known.
