@@ -144,3 +144,18 @@ def test_help_and_usage_errors():
         done = subprocess.run([str(script if script.exists() else "probav"), "--help"], capture_output=True,
                               text=True, timeout=60)
         assert done.returncode == 0 and "score" in done.stdout
+
+
+def test_track_ref_without_labels_says_so(probav_mini, tmp_path, capsys):
+    """`--track ref` with no labels anywhere fails and names --labels (it would silently be the challenge
+    track); with labels that lack some scenes (the test split) it predicts and warns on stderr."""
+    _fails(capsys, ["predict", "--model", "shift_and_add", "--data", str(probav_mini), "--split", "train",
+                    "--out", str(tmp_path / "a"), "--track", "ref"], "--labels", "--track challenge")
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    labels = tmp_path / "reference.json"
+    labels.write_text(json.dumps({"RED": {"imgset0000": {"reference": "004"}}, "NIR": {}}))
+    assert main(["predict", "--model", "shift_and_add", "--data", str(probav_mini), "--split", "test",
+                 "--out", str(tmp_path / "b"), "--track", "ref", "--labels", str(labels), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 2 scene(s) have no reference label" in err and "pass --labels" not in err
+    assert len(list((tmp_path / "b").iterdir())) == 2

@@ -15,8 +15,9 @@ import pytest
 from probav.data.check import check_scenes
 from probav.data.download import ChecksumError, DataSourceError, DownloadError, prepare_labels
 from probav.data.reference_labels import LabelsError, read_labels, reference_settings, write_labels
-from probav.reference import (FEATURES, ReferenceEstimator, frame_features, reference_weights,
-                              single_frame_cpsnr, with_track)
+from probav.real import labelled_real_scenes, real_settings
+from probav.reference import (FEATURES, ReferenceEstimator, feature_top1, frame_features, measure_on_real,
+                              reference_weights, single_frame_cpsnr, with_track)
 from probav.scene import Scene, read_scene, write_norm, write_scene
 
 from test_download import FAST, Behaviour, serve  # noqa: F401  (the local HTTP server fixture)
@@ -228,3 +229,52 @@ def test_real_labelled_scenes(probav_mini):
     assert single[scene.reference] - np.delete(single, scene.reference).max() > 1.2
     p = ReferenceEstimator.rule().probabilities(scene)
     assert p.shape == (17,) and np.isfinite(p).all() and p[scene.reference] > 0.02
+
+
+def test_feature_top1_counts_ties_as_shares():
+    """Hand-computed: a feature that ranks the reference alone first counts 1, one tied with another frame
+    1/2, one that ties all frames 1/T, one that ranks it second 0; signs follow the rule (``gain`` lower is
+    better)."""
+    col = {name: i for i, name in enumerate(FEATURES)}
+    f = np.zeros((4, len(FEATURES)))
+    f[:, col["clearance"]] = [0.0, -1.0, -1.0, -2.0]          # reference 0 alone first: 1
+    f[:, col["sm_mismatch"]] = [0.0, 0.0, 1.0, 1.0]           # lower is better, tied with frame 1: 1/2
+    f[:, col["median_distance"]] = [0.5, 0.1, 0.9, 0.9]       # lower is better, frame 1 beats it: 0
+    f[:, col["gain"]] = [0.0, 0.0, 0.0, 0.0]                  # all tied: 1/4
+    f[:, col["sharpness"]] = [1.0, 0.0, 0.0, 0.0]             # higher is better: 1
+    f[:, col["median_distance_raw"]] = [0.2, 0.1, 0.3, 0.4]   # 0
+    shares = feature_top1([{"features": f, "reference": 0}, {"features": f[[1, 0, 2, 3]], "reference": 1}])
+    assert shares == {"clearance": 1.0, "sm_mismatch": 0.5, "median_distance": 0.0, "median_distance_raw": 0.0,
+                      "sharpness": 1.0, "gain": 0.25}
+
+
+def test_the_estimator_measured_on_labelled_real_scenes(probav_mini):
+    """Every real scene with a PROBA-V-REF label is read (imgset0000 with its QMs and HR, the LR-only ones
+    without) and ranked; the figures per scene are the real ones."""
+    if not SHARED_REF.is_file() or not LR_ONLY.is_dir():
+        pytest.skip(f"PROBA-V-REF labels or LR-only scenes not found beside the repo ({SHARED_REF}, {LR_ONLY})")
+    cfg = real_settings({"real": {"folder": str(probav_mini), "labels": str(SHARED_REF), "lr_only": str(LR_ONLY)}})
+    scenes, why = labelled_real_scenes(cfg)
+    assert why is None and len(scenes) == 7      # imgset0000 (train) + 6 LR-only; the test scenes have no label
+    metrics, table = measure_on_real(ReferenceEstimator.rule(), scenes)
+    assert metrics["scenes"] == 7 and metrics["without_masks"] == 6 and len(table) == 7
+    row = table.set_index("scene").loc["imgset0000"]
+    assert row["masks"] and row["reference"] == 4 and row["cpsnr_reference_frame"] == pytest.approx(54.17, abs=0.01)
+    assert row["cpsnr_next_best_frame"] == pytest.approx(52.89, abs=0.01)
+    assert table.loc[~table["masks"], "cpsnr_reference_frame"].isna().all()
+    # Without QMs every frame ties on clearance (1/T each); imgset0000's reference is one of its clearest frames.
+    mini = next(s for s in scenes if s.has_qm)
+    clear = mini.qm.reshape(mini.frames, -1).sum(axis=1)
+    assert clear[mini.reference] == clear.max()
+    expected = (sum(1 / s.frames for s in scenes if not s.has_qm) + 1 / (clear == clear.max()).sum()) / 7
+    assert metrics["feature_top1"]["clearance"] == pytest.approx(expected)
+    assert metrics["top1"] == (table["rank"] == 1).mean() and 0 < metrics["chance_top1"] < 0.1
+
+
+def test_labelled_real_scenes_say_why_they_are_missing(tmp_path):
+    scenes, why = labelled_real_scenes(real_settings({"real": {"folder": None, "labels": None}}))
+    assert scenes == [] and "labels" in why
+    write_labels(tmp_path / "reference.json", {"imgset0001": ("RED", 3)})
+    cfg = real_settings({"real": {"folder": "nowhere", "labels": "reference.json", "lr_only": None}}, tmp_path)
+    scenes, why = labelled_real_scenes(cfg)
+    assert scenes == [] and "nowhere" in why

@@ -126,7 +126,13 @@ def fake_run(tmp_path_factory) -> Path:
     reference = {"track": "challenge", "estimator": "fitted", "weights": {"sm_mismatch": -40.0, "clearance": 6.0},
                  "train_scenes": 3, "labelled": {"train": 3, "dev": 2},
                  "dev": {"scenes": 2, "top1": 0.5, "top3": 1.0, "mean_probability": 0.4, "log_loss": 0.9,
-                         "rule": {"scenes": 2, "top1": 0.5, "top3": 0.5, "mean_probability": 0.3, "log_loss": 1.2}},
+                         "rule": {"scenes": 2, "top1": 0.5, "top3": 0.5, "mean_probability": 0.3, "log_loss": 1.2},
+                         "unmasked": {"scenes": 2, "top1": 0.0, "top3": 0.5, "mean_probability": 0.2, "log_loss": 2.0},
+                         "feature_top1": {"clearance": 0.5, "sm_mismatch": 1.0}, "chance_top1": 0.1},
+                 "real": {"scenes": 4, "top1": 0.25, "top3": 0.75, "mean_probability": 0.3, "log_loss": 1.5,
+                          "rule": {"scenes": 4, "top1": 0.25, "top3": 0.5, "mean_probability": 0.2, "log_loss": 1.7},
+                          "feature_top1": {"clearance": 0.1, "sm_mismatch": 0.1}, "without_masks": 3,
+                          "chance_top1": 0.06},
                  "single_frame": {"reference_cpsnr": 47.0, "estimated_cpsnr": 46.5, "mistakes": 1,
                                   "mistake_cost_db": 1.1, "margin_db": {"min": 0.4, "p10": 0.5, "median": 1.2,
                                                                         "p90": 2.0, "max": 2.2, "mean": 1.3}}}
@@ -334,6 +340,11 @@ def test_reference_section_reads_the_reference_stage_and_is_not_a_model(report: 
     estimator = _table_after(section, "**The estimator on the 2 labelled dev scenes**")
     assert list(estimator["top-1"]) == ["50 %", "50 %"] and list(estimator["top-3"]) == ["100 %", "50 %"]
     assert "median 1.20 dB" in section and "wrong picks cost 1.10 dB" in section
+    both = _table_after(section, "**The estimator on the simulator and on real scenes**")
+    assert list(both["top-1"]) == ["50 %", "0 %", "25 %"] and list(both["chance top-1"]) == ["10 %", "10 %", "6 %"]
+    assert "4 scenes: 1 with QMs, 3 LR frames only" in both["scenes"].iloc[2]
+    alone = _table_after(section, "Each feature alone").set_index("scenes")
+    assert alone.loc["real", "`clearance`"] == "10 %" and alone.loc["simulator, dev", "`sm_mismatch`"] == "100 %"
     tracks = _table_after(section, "**Both tracks, every model**").set_index("model")
     assert "shift_and_add" in tracks.index and "reference" not in tracks.index
     models = _table_after(report, "## 3. The approaches")

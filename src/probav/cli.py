@@ -109,6 +109,11 @@ def _model_and_reference(args: argparse.Namespace, data: Path):
     except KeyError as err:
         raise CliError(err.args[0]) from None
     labels, estimator = _reference_tools(args, data, params)
+    if track == "ref" and not labels and args.track == "ref":
+        # Asked for the reference given, with nothing to give it: the run would silently be the challenge track.
+        raise CliError(f"--track ref needs the reference labels, and none were found: pass --labels "
+                       f"reference.json (PROBA-V-REF's format) or put one at {data / 'reference.json'}; "
+                       f"without labels use --track challenge")
     norms = read_norm(data / "norm.csv") if (data / "norm.csv").is_file() else {}
     return model, track, labels, estimator, norms
 
@@ -148,11 +153,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if model.uses_reference:
             with_track(scene, track, estimator)
         write_png(out / f"{name}.png", check_prediction(model.predict(scene), name))
+    if track == "ref" and unlabelled and model.uses_reference:
+        print(f"warning: {unlabelled} of {len(folders)} scene(s) have no reference label"
+              f"{'' if labels else ' (no labels file: pass --labels)'}; their reference was estimated, as in "
+              f"the challenge track", file=sys.stderr)
     if not args.quiet:
-        note = ""
-        if track == "ref" and unlabelled:
-            note = f"; {unlabelled} scene(s) without a label: reference estimated"
-        print(f"wrote {len(folders)} prediction(s) of {args.model} ({track} track{note}) to {out}/")
+        print(f"wrote {len(folders)} prediction(s) of {args.model} ({track} track) to {out}/")
     return 0
 
 

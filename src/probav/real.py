@@ -131,6 +131,36 @@ def real_scenes_without_hr(cfg: dict) -> list[Scene]:
     return scenes
 
 
+def labelled_real_scenes(cfg: dict) -> tuple[list[Scene], str | None]:
+    """Every real scene with a PROBA-V-REF label: the train scenes of ``real.folder`` (with QMs, with or
+    without an HR) and the LR-only scenes (no QM: clearance and the SM tell nothing there), or ([], why
+    not). What the reference estimator is measured on beside the pipeline's own dev scenes."""
+    from probav.data.reference_labels import read_labels
+
+    why = missing(cfg["labels"], "reference labels file")
+    if why:
+        return [], why
+    labels = read_labels(cfg["labels"])
+    folders = []
+    for root, split in ((cfg["folder"], "train"), (cfg["lr_only"], None)):
+        if not missing(root, ""):
+            try:
+                folders += find_scene_folders(root, split)
+            except BadSceneError:   # e.g. a real folder with test scenes only
+                pass
+    if not folders:
+        return [], "; ".join(why for why in (missing(cfg["folder"], "real scenes folder"),
+                                            missing(cfg["lr_only"], "LR-only real scenes")) if why) \
+            or "no real train scene and no LR-only scene in the real folders"
+    norms = {}
+    if not missing(cfg["folder"], "") and (Path(cfg["folder"]) / "norm.csv").is_file():
+        norms = read_norm(Path(cfg["folder"]) / "norm.csv")
+    scenes = [read_any_scene(d, norms, labels) for d in folders if d.name in labels]
+    if not scenes:
+        return [], f"none of the {len(folders)} real scenes has a label in {cfg['labels']}"
+    return scenes, None
+
+
 # --------------------------------------------------------------------------- scoring
 
 def evaluate_real(model, params: dict, estimator=None, base: os.PathLike | str = ".",

@@ -296,6 +296,12 @@ def _scene_job(raw: str, row: tuple, single: bool) -> dict:
            "reference": scene.reference, "features": frame_features(scene)}
     if single and scene.has_hr:
         out["single"] = single_frame_cpsnr(scene)
+    if single:
+        # The scene read as the real LR-only scenes are (no QM, no SM): how much of the estimator's accuracy
+        # on the simulator comes from the masks, for a like-for-like comparison with those real scenes.
+        scene.qm = np.ones_like(scene.qm, bool)
+        scene.sm, scene.extra = None, {}
+        out["features_unmasked"] = frame_features(scene)
     return out
 
 
@@ -340,6 +346,53 @@ def ranking_metrics(estimator: ReferenceEstimator, scenes: list[dict]) -> dict:
             "log_loss": loss / n}
 
 
+def feature_top1(scenes: list[dict]) -> dict[str, float]:
+    """Per feature, used alone: the share of labelled scenes (``features``, ``reference``) whose reference
+    it ranks first, ties shared evenly (a feature that ties all T frames counts 1/T): which cues find the
+    reference on the simulator's scenes and which on real ones."""
+    shares = dict.fromkeys(FEATURES, 0.0)
+    for s in scenes:
+        for j, name in enumerate(FEATURES):
+            values = np.sign(RULE_WEIGHTS[name]) * np.asarray(s["features"])[:, j]
+            best = values[s["reference"]]
+            if not (values > best).any():
+                shares[name] += 1.0 / int((values == best).sum())
+    return {name: share / max(len(scenes), 1) for name, share in shares.items()}
+
+
+REAL_COLUMNS = ["scene", "band", "frames", "masks", "reference", "estimated", "rank", "p_reference",
+                "rule_estimated", "rule_rank", "cpsnr_reference_frame", "cpsnr_next_best_frame"]
+
+
+def measure_on_real(estimator: ReferenceEstimator, scenes: list[Scene]):
+    """The estimator (and the hand-set rule beside it) on labelled real scenes (``probav.real``'s
+    ``labelled_real_scenes``): ranking metrics, each feature's top-1 alone, and a per-scene table. Real
+    scenes without QMs (LR frames only) are counted apart in ``without_masks``: clearance and the SM tell
+    nothing there."""
+    import pandas as pd
+
+    rule = ReferenceEstimator.rule()
+    labelled, rows = [], []
+    for scene in scenes:
+        features = frame_features(scene)
+        ref = scene.reference
+        labelled.append({"features": features, "reference": ref})
+        p, q = estimator.probabilities_from_features(features), rule.probabilities_from_features(features)
+        single = single_frame_cpsnr(scene) if scene.has_hr and scene.frames > 1 else None
+        rows.append({"scene": scene.name, "band": scene.band, "frames": scene.frames,
+                     "masks": bool(scene.has_qm),
+                     "reference": int(scene.ids[ref]), "estimated": int(scene.ids[int(np.argmax(p))]),
+                     "rank": int((p > p[ref]).sum()) + 1, "p_reference": float(p[ref]),
+                     "rule_estimated": int(scene.ids[int(np.argmax(q))]), "rule_rank": int((q > q[ref]).sum()) + 1,
+                     "cpsnr_reference_frame": float(single[ref]) if single is not None else math.nan,
+                     "cpsnr_next_best_frame": float(np.delete(single, ref).max()) if single is not None else math.nan})
+    table = pd.DataFrame(rows, columns=REAL_COLUMNS)
+    metrics = {**ranking_metrics(estimator, labelled), "rule": ranking_metrics(rule, labelled),
+               "feature_top1": feature_top1(labelled), "without_masks": int((~table["masks"]).sum()),
+               "chance_top1": float(np.mean([1.0 / s.frames for s in scenes]))}
+    return metrics, table
+
+
 def _quantiles(values) -> dict | None:
     values = np.asarray([v for v in values if np.isfinite(v)], np.float64)
     if not values.size:
@@ -350,10 +403,14 @@ def _quantiles(values) -> dict | None:
 
 
 def fit_reference_estimator(raw: os.PathLike | str, scenes_csv: os.PathLike | str, split_csv: os.PathLike | str,
-                            params: dict, workers: int = 2):
+                            params: dict, workers: int = 2, base: os.PathLike | str = "."):
     """The ``reference`` stage: fit the estimator on the labelled train scenes (or take the hand-set rule
     when ``reference.estimator`` is ``rule`` or no train scene is labelled), and measure it on the
-    labelled dev scenes. Returns ``(estimator, metrics, per-scene table)``."""
+    labelled dev scenes and on the labelled real scenes of params.yaml's ``real`` group (paths relative to
+    ``base``). Returns ``(estimator, metrics, per-dev-scene table, per-real-scene table)``; ``metrics["real"]``
+    is ``{"skipped": why}`` without real scenes."""
+    from probav.real import labelled_real_scenes, real_settings
+
     import pandas as pd
 
     from probav.data.index import subset_table
@@ -390,7 +447,11 @@ def fit_reference_estimator(raw: os.PathLike | str, scenes_csv: os.PathLike | st
     metrics = {
         "track": cfg["track"], "estimator": estimator.kind, "weights": estimator.weights,
         "train_scenes": len(train), "labelled": {k: int(len(v)) for k, v in labelled.items()},
-        "dev": {**ranking_metrics(estimator, dev), "rule": ranking_metrics(rule, dev)} if dev else None,
+        "dev": {**ranking_metrics(estimator, dev), "rule": ranking_metrics(rule, dev),
+                "unmasked": ranking_metrics(estimator, [{"features": s["features_unmasked"], "reference": s["reference"]}
+                                                        for s in dev]),
+                "feature_top1": feature_top1(dev), "chance_top1": float(np.mean([1.0 / s["frames"] for s in dev]))}
+        if dev else None,
         "single_frame": {
             "reference_cpsnr": _finite_mean(table["cpsnr_reference_frame"]),
             "estimated_cpsnr": _finite_mean(table["cpsnr_estimated_frame"]),
@@ -401,7 +462,13 @@ def fit_reference_estimator(raw: os.PathLike | str, scenes_csv: os.PathLike | st
             "margin_db": _quantiles(table["margin"]),
         } if dev else None,
     }
-    return estimator, metrics, table
+    real_scenes, why = labelled_real_scenes(real_settings(params, base))
+    real_table = pd.DataFrame(columns=REAL_COLUMNS)
+    if real_scenes:
+        metrics["real"], real_table = measure_on_real(estimator, real_scenes)
+    else:
+        metrics["real"] = {"skipped": why}
+    return estimator, metrics, table, real_table
 
 
 def _finite_mean(values) -> float | None:
