@@ -8,7 +8,8 @@ training capped at the default's steps). Stage by stage (``dvc repro -s``, in DV
 - ``seconds``: wall-clock time of the stage;
 - ``peak_rss_mb``: the stage's peak resident memory, all its processes together (worker pools
   included), sampled from /proc every ``interval`` seconds; ``peak_process_rss_mb``: the largest
-  single process (the kernel's own count, ``wait4``);
+  single process (its ``VmHWM``, the kernel's high-water mark of that process since its ``exec``, read
+  at each sample: unlike ``wait4``'s ``ru_maxrss`` it does not count the forking parent's image);
 - ``disk_mb``: what the stage added to the clone (its outputs, and DVC's cache copies of them; not known
   for an in-place run, whose forced stages replace outputs already there);
 - ``load_average``: the machine's 1-minute load before and after (other work slows a stage down).
@@ -57,15 +58,20 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _tree_rss_mb(root: int) -> float:
+def _tree_rss_mb(root: int) -> tuple[float, float]:
+    """Resident memory of ``root``'s process tree now, and the largest high-water mark of one of them (MB)."""
     page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
+    total = largest = 0
     for pid in _descendants(root):
         try:
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            status = Path(f"/proc/{pid}/status").read_text()
         except (OSError, IndexError, ValueError):
             continue
-    return total / MB
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):   # "VmHWM:   123456 kB"
+                largest = max(largest, int(line.split()[1]) * 1024)
+    return total / MB, largest / MB
 
 
 def measure_command(cmd: list[str], cwd: Path, env: dict, log_path: Path, interval: float = 0.5) -> dict:
@@ -73,22 +79,23 @@ def measure_command(cmd: list[str], cwd: Path, env: dict, log_path: Path, interv
     with open(log_path, "ab") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        peak = [0.0]
+        peak = [0.0, 0.0]
         done = threading.Event()
 
         def sample():
             while not done.wait(interval):
-                peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+                tree, largest = _tree_rss_mb(proc.pid)
+                peak[0], peak[1] = max(peak[0], tree), max(peak[1], largest)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status = os.waitpid(proc.pid, 0)
         seconds = time.perf_counter() - start
         done.set()
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"seconds": seconds, "returncode": proc.returncode, "peak_rss_mb": peak[0] or None,
-            "peak_process_rss_mb": usage.ru_maxrss / 1024}
+            "peak_process_rss_mb": peak[1] or None}
 
 
 def disk_mb(root: Path, skip: tuple[str, ...] = (".git", ".venv")) -> float:
