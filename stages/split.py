@@ -1,5 +1,6 @@
-"""Stage `split`: hold out part of the usable train scenes of data/scenes.csv as dev
-(stratified by band, seeded from params.yaml `seed`), written to data/split.csv (name,band,subset)."""
+"""Stage `split`: hold out part of the usable train scenes of data/scenes.csv as dev (the reported
+scores) and val (model selection), stratified by band and seeded from params.yaml `seed`, written to
+data/split.csv (name,band,subset)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="parameters file (group `split`, root `seed`)")
     parser.add_argument("--scenes", default="data/scenes.csv", help="scene index written by the download stage")
-    parser.add_argument("--out", default="data/split.csv", help="the split: name,band,subset (train | dev)")
+    parser.add_argument("--out", default="data/split.csv", help="the split: name,band,subset (train | val | dev)")
     return parser.parse_args(argv)
 
 

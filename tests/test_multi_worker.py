@@ -43,15 +43,15 @@ def tagged_scene(tag: int, seed: int, frames: int = 4) -> Scene:
                  sm=np.ones(hr.shape, bool))
 
 
-def write_records(root: Path, train_sizes: list[int], dev: int = 0) -> Path:
-    """Train files of ``train_sizes`` scenes (tagged 0, 1, … in order) and a dev file of ``dev`` scenes."""
+def write_records(root: Path, train_sizes: list[int], val: int = 0) -> Path:
+    """Train files of ``train_sizes`` scenes (tagged 0, 1, … in order) and a val file of ``val`` scenes."""
     tag = 0
     for i, size in enumerate(train_sizes):
         scenes = [tagged_scene(tag + j, seed=100 + tag + j) for j in range(size)]
         write_scenes(scenes, root / shard_name("train", i, len(train_sizes)))
         tag += size
-    if dev:
-        write_scenes([tagged_scene(j % 8, seed=500 + j) for j in range(dev)], root / shard_name("dev", 0, 1))
+    if val:
+        write_scenes([tagged_scene(j % 8, seed=500 + j) for j in range(val)], root / shard_name("val", 0, 1))
     return root
 
 
@@ -210,10 +210,10 @@ def running():
                 process.wait(timeout=30)
 
 
-# Tiny but real: 2 × 20 steps take the dev cPSNR from the untrained network's 35.9 dB to about
+# Tiny but real: 2 × 20 steps take the val cPSNR from the untrained network's 35.9 dB to about
 # 36.6 dB; most of the run is start-up (imports, tracing), not steps.
 EPOCHS, STEPS, BATCH = 2, 20, 8
-# |dev cPSNR of two workers − of one worker| at most this (dB). The two runs see different patches
+# |val cPSNR of two workers − of one worker| at most this (dB). The two runs see different patches
 # (each worker cuts its own from its own files), so they can match only as closely as single-worker
 # runs of different seeds do: on these records, 5 seeds gave 36.56–36.67 dB (sd 0.045 dB); 0.2 dB is
 # over 4 sd, and under a third of what training gains, which each run must show (> 2 × tolerance),
@@ -232,7 +232,7 @@ def stage_params(strategy: str, **train) -> dict:
 
 @pytest.mark.slow
 def test_two_workers_train_like_one(tmp_path):
-    records = write_records(tmp_path / "tfrecords", [3, 2], dev=4)
+    records = write_records(tmp_path / "tfrecords", [3, 2], val=4)
     params = {}
     for strategy in ("default", "multi_worker"):
         params[strategy] = tmp_path / f"params-{strategy}.yaml"
@@ -250,16 +250,16 @@ def test_two_workers_train_like_one(tmp_path):
         # The single-worker run alongside (the workers spend most of their time starting up).
         processes.append(start_stage(tmp_path / "one", params["default"], records, logs[2],
                                      stage_env(tmp_path / "tmp-single")))
-        # Meanwhile, here: the untrained network's dev cPSNR (learning rate 0: the weights stay).
+        # Meanwhile, here: the untrained network's val cPSNR (learning rate 0: the weights stay).
         untrained = training.train(MODEL, stage_params("default", learning_rate=0.0, epochs=1, steps_per_epoch=1),
-                                   tmp_path / "untrained", None, tfrecords=records)["best_dev_cpsnr"]
+                                   tmp_path / "untrained", None, tfrecords=records)["best_val_cpsnr"]
         chief, other, single = finish(processes, logs, deadline)
     elapsed = time.monotonic() - started
 
     # Both workers took part: every step on each, two replicas in sync, the same weights at the end.
     for i, summary in enumerate((chief, other)):
         assert summary["worker"] == {"index": i, "workers": 2, "chief": i == 0, "steps": EPOCHS * STEPS,
-                                     "shard_policy": {"train": "FILE", "dev": "DATA"}}
+                                     "shard_policy": {"train": "FILE", "val": "DATA"}}
         assert summary["replicas"] == 2 and summary["epochs_run"] == EPOCHS
     assert chief["weights_sha256"] == other["weights_sha256"]
     # The same normalisation everywhere (measured on the whole stream, not on a worker's files).
@@ -278,10 +278,10 @@ def test_two_workers_train_like_one(tmp_path):
     assert tsv_steps(run / "dvclive" / MODEL / "plots" / "metrics" / "eval" / "cpsnr.tsv") == list(range(EPOCHS))
     assert not list((tmp_path / "tmp1").glob("probav-*")), "the non-chief's temporary folders were left behind"
 
-    # It trained like one worker: same global batch and steps, dev cPSNR within the tolerance, and
+    # It trained like one worker: same global batch and steps, val cPSNR within the tolerance, and
     # both far above the untrained network.
-    two, one = chief["best_dev_cpsnr"], single["best_dev_cpsnr"]
-    print(f"dev cPSNR: untrained {untrained:.3f} dB, two workers {two:.3f} dB, one worker {one:.3f} dB, "
+    two, one = chief["best_val_cpsnr"], single["best_val_cpsnr"]
+    print(f"val cPSNR: untrained {untrained:.3f} dB, two workers {two:.3f} dB, one worker {one:.3f} dB, "
           f"gap {abs(two - one):.3f} dB (tolerance {TOLERANCE_DB}); {elapsed:.0f} s")
     assert min(two, one) - untrained > 2 * TOLERANCE_DB
     assert abs(two - one) <= TOLERANCE_DB

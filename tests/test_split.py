@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from probav.data.split import dev_count, make_split, split_scenes, write_split
+from probav.data.split import dev_count, make_split, split_scenes, summary, val_count, write_split
 from probav.params import derive_seed
 
 COLUMNS = ["split", "band", "name", "path", "frames", "mean_clearance", "hr_clearance", "status", "reason"]
@@ -100,3 +100,20 @@ def test_stage_cli(tmp_path, repo_root):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "missing.csv" in result.stderr and "download stage" in result.stderr
+
+
+def test_val_held_out_for_model_selection_and_dev_unchanged():
+    """val comes after dev in each band's ranking: dev is the same scenes with or without val, no scene is in
+    two subsets, and each band keeps a train scene."""
+    table = index()
+    without = split_scenes(table, 0.25, seed=3)
+    with_val = split_scenes(table, 0.25, seed=3, val_fraction=0.1)
+    assert set(with_val.query("subset == 'dev'")["name"]) == set(without.query("subset == 'dev'")["name"])
+    counts = with_val.groupby(["band", "subset"]).size()
+    assert counts["RED", "val"] == 2 and counts["RED", "train"] == 13      # 20 RED: 5 dev, round(2.0) val
+    assert counts["NIR", "val"] == 1 and counts["NIR", "train"] == 8       # 12 NIR: 3 dev, round(1.2) val
+    assert val_count(12, 3, 0.01) == 1 and val_count(3, 2, 0.5) == 0 and val_count(4, 2, 0.9) == 1
+    assert val_count(10, 2, 0.0) == 0
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_scenes(table, 0.5, seed=3, val_fraction=0.5)
+    assert "val 3" in summary(with_val) and "val" not in summary(without)

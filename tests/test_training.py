@@ -75,12 +75,12 @@ def tsv_steps(path: Path) -> list[int]:
 def test_train_writes_the_model_logs_and_summary(tmp_path):
     train, dev = data()
     out, live = tmp_path / "models" / "residual_multi", tmp_path / "dvclive" / "residual_multi"
-    summary = training.train("residual_multi", params(), out, live, train_data=train, dev_data=dev)
+    summary = training.train("residual_multi", params(), out, live, train_data=train, val_data=dev)
     assert sorted(p.name for p in out.iterdir()) == ["network.keras", "settings.json", "training.json"]
     written = json.loads((out / "training.json").read_text())
     assert written == json.loads(json.dumps(summary))
     assert written["epochs_run"] == 3 and written["parameters"] > 0 and written["training_seconds"] > 0
-    assert written["monitor"] == "val_cpsnr" and np.isfinite(written["best_dev_cpsnr"])
+    assert written["monitor"] == "val_cpsnr" and np.isfinite(written["best_val_cpsnr"])
     assert written["normalisation"]["source"].endswith("training batches")
     for name in ("train/loss", "train/cpsnr", "eval/loss", "eval/cpsnr", "train/learning_rate"):
         assert tsv_steps(live / "plots" / "metrics" / f"{name}.tsv") == [0, 1, 2], name
@@ -90,14 +90,14 @@ def test_train_writes_the_model_logs_and_summary(tmp_path):
     model = load_model("residual_multi", params(), out)
     trainer = model.compile_training_model(keras.optimizers.Adam(), make_loss("l1"), [CPSNR()])
     score = trainer.evaluate(dev, verbose=0, return_dict=True)["cpsnr"]
-    assert score == pytest.approx(written["best_dev_cpsnr"], abs=1e-3)
+    assert score == pytest.approx(written["best_val_cpsnr"], abs=1e-3)
 
 
 def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path):
     train, dev = data()
     out, live, ckpt = tmp_path / "m", tmp_path / "live", tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
-        training.train("residual_single", params(), out, live, train_data=train, dev_data=dev,
+        training.train("residual_single", params(), out, live, train_data=train, val_data=dev,
                        checkpoint_dir=ckpt, callbacks=[Interrupt(at_epoch=1)])
     state, folder = training.read_checkpoint(ckpt)
     assert state["epoch"] == 2 and (folder / training.BEST_FILE).is_file()
@@ -107,7 +107,7 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path):
     stale = tmp_path / "stale"
     shutil.copytree(ckpt, stale)
     record = Record()
-    summary = training.train("residual_single", params(), out, live, train_data=train, dev_data=dev,
+    summary = training.train("residual_single", params(), out, live, train_data=train, val_data=dev,
                              checkpoint_dir=ckpt, callbacks=[record])
     assert record.epochs == [2]  # only the missing epoch ran
     assert record.iterations == 2 * 3  # optimizer state (and schedule position) restored
@@ -120,7 +120,7 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path):
     shutil.copytree(stale, ckpt)
     record = Record()
     summary = training.train("residual_single", params(learning_rate=0.0, patience=1, epochs=5), out, None,
-                             train_data=train, dev_data=dev, checkpoint_dir=ckpt, callbacks=[record])
+                             train_data=train, val_data=dev, checkpoint_dir=ckpt, callbacks=[record])
     assert record.epochs == [0, 1] and record.iterations == 0
     assert summary["early_stopped"] and summary["epochs_run"] == 2 and summary["best_epoch"] == 1
 
@@ -165,7 +165,7 @@ MIRRORED = textwrap.dedent("""
     strategy = training.make_strategy(training.train_settings(p))  # one per process
     out = {}
     for name in ("srgan",):  # the custom train_step (two optimizers, two all-reduces)
-        s = training.train(name, p, sys.argv[1] + "/" + name, None, train_data=train, dev_data=dev,
+        s = training.train(name, p, sys.argv[1] + "/" + name, None, train_data=train, val_data=dev,
                            strategy=strategy)
         out[name] = s
     print("RESULT" + json.dumps(out))
@@ -180,7 +180,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     result = json.loads(done.stdout.split("RESULT", 1)[1])
     for name in ("srgan",):
         assert result[name]["replicas"] == 2 and result[name]["strategy"] == "mirrored"
-        assert np.isfinite(result[name]["final_loss"]) and np.isfinite(result[name]["best_dev_cpsnr"])
+        assert np.isfinite(result[name]["final_loss"]) and np.isfinite(result[name]["best_val_cpsnr"])
         assert (tmp_path / name / "network.keras").is_file()
     assert result["srgan"]["discriminator_parameters"] > 0
 
@@ -199,7 +199,7 @@ def test_stage_trains_from_tfrecords(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     records = tmp_path / "tfrecords"
     write_scenes([scene(rng, f"imgset{i:04d}") for i in range(3)], records / shard_name("train", 0, 1))
-    write_scenes([scene(rng, f"imgset{i:04d}") for i in range(3, 5)], records / shard_name("dev", 0, 1))
+    write_scenes([scene(rng, f"imgset{i:04d}") for i in range(3, 5)], records / shard_name("val", 0, 1))
     p = params(epochs=1, steps_per_epoch=2)
     p["input"].update({"patch_size": 16, "batch_size": 4, "min_patch_clearance": 0.5, "augment": True})
     (tmp_path / "params.yaml").write_text(json.dumps(p))  # JSON is YAML
@@ -212,7 +212,7 @@ def test_stage_trains_from_tfrecords(tmp_path, monkeypatch):
     assert stage.main(["residual_multi", "--tfrecords", str(records), "--out", "models/residual_multi",
                        "--live", "dvclive/residual_multi"]) == 0
     summary = json.loads(Path("models/residual_multi/training.json").read_text())
-    assert summary["epochs_run"] == 1 and np.isfinite(summary["best_dev_cpsnr"])
+    assert summary["epochs_run"] == 1 and np.isfinite(summary["best_val_cpsnr"])
     assert Path("dvclive/residual_multi/plots/metrics/eval/cpsnr.tsv").is_file()
     model = load_model("residual_multi", p, "models/residual_multi")
     sr = model.predict(scene(rng, "imgset0009"))

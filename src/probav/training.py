@@ -10,8 +10,9 @@ What one run does, in order:
 2. Seeds: ``keras.utils.set_random_seed(derive_seed(params, "train", name))``; the training
    dataset gets its own derived seed.
 3. Data: the pipeline's ``training_dataset`` (patches, repeated) and ``evaluation_dataset`` (full
-   128×128 dev scenes; ``train.validation_scenes`` > 0 keeps only the first N, to bound the
-   time of a validation: the evaluate stage scores every dev scene anyway). The network gets the
+   128×128 val scenes: the split's ``val`` subset, never the dev scenes whose scores are reported,
+   so that choosing the best epoch does not choose on them; ``train.validation_scenes`` > 0 keeps
+   only the first N, to bound the time of a validation). The network gets the
    inputs it declares; one that takes the classical ``prior`` needs TFRecords built with
    ``tfrecords.prior`` and saves how that prior was made (meta.json's ``prior``) with the model.
 4. Normalisation: mean/std of the clear LR values of the train scenes (the tfrecords' meta.json
@@ -21,7 +22,7 @@ What one run does, in order:
    Adam with ``train.learning_rate`` and schedule ``train.schedule`` (``cosine`` decay to
    ``train.min_learning_rate_factor``× over all steps, or ``constant``); metric: cPSNR
    (``probav.metrics.tf_score.CPSNR``), so the logs hold ``loss``, ``cpsnr`` (patches),
-   ``val_loss`` and ``val_cpsnr`` (the dev cPSNR), plus ``learning_rate``.
+   ``val_loss`` and ``val_cpsnr`` (the val cPSNR), plus ``learning_rate``.
 6. ``train.epochs`` epochs of ``train.steps_per_epoch`` steps; after each one a checkpoint
    (training model weights with optimizer state, best weights so far, state JSON) is written
    into a fresh folder that is then renamed into place and pointed to by ``latest`` (replaced
@@ -34,7 +35,7 @@ What one run does, in order:
    ``train.min_delta`` dB); the best epoch's weights are restored at the end.
 8. DVCLive (``dvclive.keras.DVCLiveCallback(live=Live(dir, dvcyaml=False))``) logs every epoch.
 9. The final model (``DeepModel.save``) and ``training.json`` (parameters, training seconds,
-   epochs run, best epoch, best dev cPSNR, normalisation, sha256 of the weights, ...) are written
+   epochs run, best epoch, best val cPSNR, normalisation, sha256 of the weights, ...) are written
    into a temporary folder renamed to ``out_dir``; the checkpoints are then deleted.
 
 Per-model overrides: any ``train:`` key can be set for one model under ``train.<model name>:``
@@ -73,7 +74,7 @@ to AUTO; each worker's batches are ``input.batch_size`` / workers elements):
   ``DATA`` (fewer files than workers, or data given as a dataset): every worker runs the whole
   pipeline, identically seeded, and keeps its own part of each global batch (policy ``DATA``);
   correct, but every worker decodes every scene.
-- validation data: always ``DATA``, so that the first ``train.validation_scenes`` dev scenes of the
+- validation data: always ``DATA``, so that the first ``train.validation_scenes`` val scenes of the
   one stream are validated once, split between the workers (by file, it would be the first N of
   each worker's files); a worker with no scene left in the last step gets an empty batch.
 """
@@ -105,9 +106,9 @@ TRAIN_DEFAULTS = {
     "learning_rate": 1.0e-3,
     "schedule": "cosine",          # cosine | constant
     "min_learning_rate_factor": 0.1,
-    "patience": 3,                 # early stopping: epochs without dev cPSNR gain
+    "patience": 3,                 # early stopping: epochs without val cPSNR gain
     "min_delta": 0.0,              # dB
-    "validation_scenes": 32,       # dev scenes validated each epoch (0 = all); evaluate uses all
+    "validation_scenes": 32,       # val scenes validated each epoch (0 = all)
     "stats_batches": 8,            # training batches measured for the normalisation
     "verbose": 2,                  # Keras fit verbosity
 }
@@ -256,7 +257,8 @@ def data_meta(tfrecords: os.PathLike | str | None) -> str:
 
 
 def pipeline_datasets(tfrecords: os.PathLike | str, params: dict, seed: int, shard: tuple[int, int] | None = None):
-    """Training and dev datasets of the pipeline (the dev one None when there are no dev records);
+    """Training and validation datasets of the pipeline (the split's ``train`` and ``val`` subsets; the
+    validation one None when there are no val records: early stopping then watches the training cPSNR);
     ``shard`` = (workers, index): the training files sharded by file (``training_dataset``)."""
     from probav.data.pipeline import evaluation_dataset, training_dataset
     from probav.data.tfrecords import subset_files
@@ -264,10 +266,10 @@ def pipeline_datasets(tfrecords: os.PathLike | str, params: dict, seed: int, sha
     train_files = subset_files(tfrecords, "train")
     if not train_files:
         raise FileNotFoundError(f"{tfrecords}: no train-*.tfrecord.gz files (run `dvc repro tfrecords`)")
-    dev_files = subset_files(tfrecords, "dev")
+    val_files = subset_files(tfrecords, "val")
     train_ds = training_dataset(train_files, params, seed, shard)
-    dev_ds = evaluation_dataset(dev_files, params) if dev_files else None
-    return train_ds, dev_ds
+    val_ds = evaluation_dataset(val_files, params) if val_files else None
+    return train_ds, val_ds
 
 
 def require_prior(name: str, tfrecords: os.PathLike | str | None, train_data) -> dict | None:
@@ -308,9 +310,9 @@ def meta_statistics(tfrecords: os.PathLike | str | None) -> tuple[float, float] 
     return float(mean), float(std)
 
 
-def validation_data(dev_data, params: dict, limit: int = 0, tfrecords: os.PathLike | str | None = None,
+def validation_data(val_data, params: dict, limit: int = 0, tfrecords: os.PathLike | str | None = None,
                     replicas: int = 1):
-    """Dev scenes (at most ``limit``, 0 = all) rebatched by ``input.eval_batch_size`` rounded up to a
+    """Val scenes (at most ``limit``, 0 = all) rebatched by ``input.eval_batch_size`` rounded up to a
     multiple of ``replicas`` (so that every replica gets scenes), with a known number of batches (from
     meta.json, else counted), so Keras knows where validation ends."""
     import tensorflow as tf
@@ -318,14 +320,14 @@ def validation_data(dev_data, params: dict, limit: int = 0, tfrecords: os.PathLi
     batch = int((params.get("input") or {}).get("eval_batch_size", 1) or 1)
     replicas = max(int(replicas), 1)
     batch = -(-batch // replicas) * replicas
-    data = dev_data.unbatch()
+    data = val_data.unbatch()
     if limit > 0:
         data = data.take(limit)
     data = data.batch(batch)
     scenes = None
     if tfrecords is not None and (Path(tfrecords) / "meta.json").is_file():
         meta = json.loads((Path(tfrecords) / "meta.json").read_text())
-        scenes = ((meta.get("subsets") or {}).get("dev") or {}).get("scenes")
+        scenes = ((meta.get("subsets") or {}).get("val") or {}).get("scenes")
     if scenes is not None:
         scenes = min(int(scenes), limit) if limit > 0 else int(scenes)
         batches = math.ceil(scenes / batch)
@@ -544,13 +546,13 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 
 def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.PathLike | str | None = None, *,
-          tfrecords: os.PathLike | str | None = None, train_data=None, dev_data=None,
+          tfrecords: os.PathLike | str | None = None, train_data=None, val_data=None,
           checkpoint_dir: os.PathLike | str | None = None, callbacks: Iterable = (),
           verbose: int | None = None, strategy=None) -> dict:
     """Train model ``name`` and write it to ``out_dir``; returns the ``training.json`` summary.
 
-    Data: the pipeline's datasets from ``tfrecords``, or ``train_data`` / ``dev_data`` (tf.data
-    datasets following the training input contract; ``dev_data`` may be None: early stopping then
+    Data: the pipeline's datasets from ``tfrecords``, or ``train_data`` / ``val_data`` (tf.data
+    datasets following the training input contract; ``val_data`` may be None: early stopping then
     watches the patch cPSNR). ``checkpoint_dir`` defaults to ``out_dir/checkpoints``. ``strategy``:
     a ``tf.distribute`` strategy to use instead of the one ``train.strategy`` names (one process
     training several models should create one strategy and pass it to every call: collective
@@ -591,22 +593,22 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
         from probav.data.tfrecords import subset_files
 
         if multi_worker:
-            policies = {"train": shard_policy(len(subset_files(tfrecords, "train")), workers), "dev": "DATA"}
+            policies = {"train": shard_policy(len(subset_files(tfrecords, "train")), workers), "val": "DATA"}
         shard = (workers, index) if policies and policies["train"] == "FILE" else None
         data_seed = derive_seed(params, "train", name, "data")
-        train_data, dev_data = pipeline_datasets(tfrecords, params, data_seed, shard)
+        train_data, val_data = pipeline_datasets(tfrecords, params, data_seed, shard)
         if shard is not None:  # normalisation statistics from the whole stream, the same on every worker
             stats_data = pipeline_datasets(tfrecords, params, data_seed)[0]
     elif multi_worker:
-        policies = {"train": shard_policy(None, workers), "dev": "DATA"}
-    if dev_data is not None:
-        dev_data = validation_data(dev_data, params, int(settings["validation_scenes"]), tfrecords,
+        policies = {"train": shard_policy(None, workers), "val": "DATA"}
+    if val_data is not None:
+        val_data = validation_data(val_data, params, int(settings["validation_scenes"]), tfrecords,
                                    replicas=strategy.num_replicas_in_sync)
     if multi_worker:
         # FILE: the pipeline already holds this worker's files only (tf.data's FILE rewrite cannot find
         # the reader past the pipeline's scan), so tf.distribute must not shard again.
         train_data = with_shard_policy(train_data, "OFF" if policies["train"] == "FILE" else "DATA")
-        dev_data = None if dev_data is None else with_shard_policy(dev_data, policies["dev"])
+        val_data = None if val_data is None else with_shard_policy(val_data, policies["val"])
         log.info("%s: worker %d of %d%s, sharding %s", name, index, workers, " (chief)" if chief else "", policies)
     train_data = train_data.repeat()
 
@@ -641,7 +643,7 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
         model.build()
     if model.uses_prior:
         model.set_prior(require_prior(name, tfrecords, train_data))
-    train_data, dev_data = (None if d is None else network_inputs(d, model.input_names) for d in (train_data, dev_data))
+    train_data, val_data = (None if d is None else network_inputs(d, model.input_names) for d in (train_data, val_data))
     with strategy.scope():
         metrics = [CPSNR(name="cpsnr")]
         trainer = model.compile_training_model(make_optimizer(settings, epochs * steps),
@@ -650,7 +652,7 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
             model.build_optimizers(trainer)
             trainer.load_weights(resumed[1] / WEIGHTS_FILE)
 
-    monitor = "val_cpsnr" if dev_data is not None else "cpsnr"
+    monitor = "val_cpsnr" if val_data is not None else "cpsnr"
     tracker = TrainingState(checkpoint_dir, state, monitor, int(settings["patience"]),
                             float(settings["min_delta"]), write=True)
     counter = StepCounter()
@@ -670,7 +672,7 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
     if initial_epoch < epochs and not state.get("stopped"):
         with keras_multi_worker_fixes(trainer) if multi_worker else contextlib.nullcontext():
             trainer.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                        validation_data=dev_data, callbacks=all_callbacks, shuffle=False,
+                        validation_data=val_data, callbacks=all_callbacks, shuffle=False,
                         verbose=settings["verbose"] if verbose is None else verbose)
     elif live is not None:
         live.end()
@@ -692,9 +694,9 @@ def train(name: str, params: dict, out_dir: os.PathLike | str, live_dir: os.Path
         "early_stopped": bool(state.get("stopped")) and int(state["epoch"]) < epochs,
         "best_epoch": state.get("best_epoch"),
         "monitor": monitor,
-        "best_dev_cpsnr": state.get("best") if monitor == "val_cpsnr" else None,
+        "best_val_cpsnr": state.get("best") if monitor == "val_cpsnr" else None,
         "final_loss": (history.get("loss") or [None])[-1],
-        "final_dev_loss": (history.get("val_loss") or [None])[-1],
+        "final_val_loss": (history.get("val_loss") or [None])[-1],
         "loss": settings["loss"],
         "strategy": settings["strategy"],
         "replicas": int(strategy.num_replicas_in_sync),

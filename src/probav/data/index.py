@@ -10,7 +10,7 @@ import pandas as pd
 
 from probav.scene import Scene, read_norm, read_scene
 
-SUBSETS = ("train", "dev", "test")
+SUBSETS = ("train", "val", "dev", "test")
 
 
 def write_csv_atomic(table: pd.DataFrame, path: os.PathLike | str, columns: list[str]) -> Path:
@@ -38,7 +38,7 @@ def write_json_atomic(data, path: os.PathLike | str) -> Path:
 
 
 def subset_table(index_csv: os.PathLike | str, split_csv: os.PathLike | str, subset: str) -> pd.DataFrame:
-    """Rows (split, band, name, path, …) of the usable scenes of ``subset`` ∈ train | dev | test."""
+    """Rows (split, band, name, path, …) of the usable scenes of ``subset`` ∈ train | val | dev | test."""
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
     index = pd.read_csv(index_csv, dtype={"name": str, "reference": "Int64"})

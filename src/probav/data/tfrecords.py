@@ -1,6 +1,6 @@
 """Scenes as sharded, GZIP-compressed TFRecords (stage ``tfrecords``), and reading them back.
 
-Files (``docs/architecture.md``): ``<out>/{train,dev,test}-SSSSS-of-NNNNN.tfrecord.gz`` with at most
+Files (``docs/architecture.md``): ``<out>/{train,val,dev,test}-SSSSS-of-NNNNN.tfrecord.gz`` with at most
 ``tfrecords.scenes_per_shard`` scenes each (no file for an empty subset), one ``tf.train.Example``
 per scene:
 
@@ -54,7 +54,7 @@ import numpy as np
 
 from probav.scene import HR_SIZE, LR_SIZE, Scene, read_norm
 
-SUBSETS = ("train", "dev", "test")
+SUBSETS = ("train", "val", "dev", "test")
 COMPRESSION = "GZIP"
 SUFFIX = ".tfrecord.gz"
 META_FILE = "meta.json"
