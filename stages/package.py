@@ -1,7 +1,11 @@
 """Stage `package`: predict every test scene with the model named by params.yaml `submission.model`
 (on the reference frame the estimator of the `reference` stage finds: test scenes have no labels), write
 submission/submission.zip in the official format (one 384×384 16-bit PNG imgsetNNNN.png per test
-scene, at the root of the zip; written under a temporary name, then renamed) and validate it."""
+scene, at the root of the zip; written under a temporary name, then renamed) and validate it.
+
+On the simulator's data it then scores the submission once against the test scenes' hidden HRs
+(metrics/test.json): held out from every choice, the one figure no tuning has seen. On the real archive
+the test HRs are not public, and metrics/test.json says so."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from probav.data.index import iter_scenes, subset_table
+from probav.data.index import iter_scenes, subset_table, write_json_atomic
 from probav.data.reference_labels import reference_settings
+from probav.metrics.scoring import score_hidden_test
 from probav.models.registry import load_model
 from probav.params import load_params
 from probav.reference import load_estimator, with_track
@@ -29,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--estimator", default=None,
                         help="the reference estimator (written by the reference stage; default: the hand-set rule)")
     parser.add_argument("--out", default="submission/submission.zip", help="the submission zip")
+    parser.add_argument("--metrics", default="metrics/test.json",
+                        help="its score on the hidden test HRs (JSON; the simulator's data only)")
     parser.add_argument("--model", default=None, help="override submission.model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -57,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"package: {out} is not a valid submission:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
+    try:
+        scored = score_hidden_test(out, args.raw, table)
+    except (BadSceneError, ValueError) as err:
+        print(f"package: scoring the hidden test HRs failed: {err}", file=sys.stderr)
+        return 1
+    test = {"model": name, "track": track}
+    if scored is None:
+        test["skipped"] = "the test scenes' HRs are not public (real data)"
+    else:
+        test.update({k: scored[k] for k in ("mean_score", "mean_cpsnr", "bands")}, scenes=len(scored["scenes"]))
+        print(f"package: hidden test HRs (scored once, here): mean score {scored['mean_score']:.4f} on "
+              f"{test['scenes']} scenes")
+    write_json_atomic(test, args.metrics)
     index = pd.read_csv(args.scenes, dtype={"name": str})
     skipped = index[(index["split"] == "test") & (index["status"] != "ok")]
     print(f"package: {out} holds {len(table)} test scenes predicted by {name}; valid")

@@ -17,7 +17,7 @@ from probav.evaluate import COLUMNS, evaluate_model, summarise
 from probav.metrics.score import shifted_cpsnr
 from probav.models.baseline import baseline_sr
 from probav.models.registry import load_model
-from probav.scene import write_norm, write_scene
+from probav.scene import to_uint16, write_norm, write_png, write_scene
 from probav.submission import encode_png, validate_submission, write_submission
 from test_classical import make_scene
 
@@ -161,8 +161,10 @@ def test_package_stage_writes_a_valid_zip(data_root, repo_root, tmp_path, capsys
     out = tmp_path / "submission" / "submission.zip"
     code = stage.main(["--params", str(data_root / "params.yaml"), "--raw", str(data_root / "raw"),
                        "--scenes", str(data_root / "scenes.csv"), "--split", str(data_root / "split.csv"),
-                       "--models-dir", str(tmp_path / "models"), "--out", str(out), "--no-progress"])
+                       "--models-dir", str(tmp_path / "models"), "--out", str(out), "--no-progress",
+                       "--metrics", str(tmp_path / "test.json")])
     assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "test.json").read_text())["skipped"].startswith("the test scenes' HRs are not public")
     with zipfile.ZipFile(out) as archive:
         assert sorted(archive.namelist()) == ["imgset1160.png", "imgset1306.png"]
         image = np.array(Image.open(io.BytesIO(archive.read("imgset1160.png"))))
@@ -171,6 +173,36 @@ def test_package_stage_writes_a_valid_zip(data_root, repo_root, tmp_path, capsys
     assert validate_submission(out) == []
     assert not list(out.parent.glob(".*.tmp"))
     assert "valid" in capsys.readouterr().out
+
+
+def test_package_stage_scores_the_hidden_test_hrs_once(tmp_path, repo_root, capsys):
+    """With the simulator's hidden test HRs beside the data, the package stage scores its zip on them: the
+    official score of each prediction against its hidden HR, by band and overall."""
+    root = make_data_root(tmp_path / "data")
+    expected = {}
+    for i, (name, band) in enumerate(TEST):
+        scene = make_scene(400 + i, frames=9, name=name, band=band)   # as make_data_root made it, with its HR
+        hidden = root / "raw" / "synthetic" / "test_hr" / name
+        hidden.mkdir(parents=True)
+        write_png(hidden / "HR.png", scene.hr)
+        write_png(hidden / "SM.png", scene.sm)
+        expected[band] = 50.0 / shifted_cpsnr(to_uint16(baseline_sr(scene.lr, scene.qm)), scene.hr, scene.sm)
+    stage = load_stage(repo_root, "package")
+    metrics = tmp_path / "metrics" / "test.json"
+    assert stage.main(["--params", str(root / "params.yaml"), "--raw", str(root / "raw"),
+                       "--scenes", str(root / "scenes.csv"), "--split", str(root / "split.csv"),
+                       "--out", str(tmp_path / "s.zip"), "--metrics", str(metrics), "--no-progress"]) == 0
+    test = json.loads(metrics.read_text())
+    assert test["model"] == "baseline" and test["scenes"] == 2
+    assert test["bands"]["RED"]["mean_score"] == pytest.approx(expected["RED"], rel=1e-9)
+    assert test["mean_score"] == pytest.approx((expected["RED"] + expected["NIR"]) / 2, rel=1e-9)
+    assert "hidden test HRs" in capsys.readouterr().out
+    # a hidden HR missing is named
+    (root / "raw" / "synthetic" / "test_hr" / "imgset1306" / "HR.png").unlink()
+    assert stage.main(["--params", str(root / "params.yaml"), "--raw", str(root / "raw"),
+                       "--scenes", str(root / "scenes.csv"), "--split", str(root / "split.csv"),
+                       "--out", str(tmp_path / "s.zip"), "--metrics", str(metrics), "--no-progress"]) == 1
+    assert "imgset1306/HR.png" in capsys.readouterr().err
 
 
 def test_package_stage_unknown_model(data_root, repo_root, tmp_path, capsys):

@@ -180,13 +180,47 @@ def score_folder(submission: os.PathLike | str, data: os.PathLike | str, names: 
     return summarise_rows(rows)
 
 
+HIDDEN_TEST = Path("synthetic") / "test_hr"   # the simulator's test HRs and SMs, withheld from the test scenes
+
+
+def score_hidden_test(submission: os.PathLike | str, raw: os.PathLike | str, scenes) -> dict | None:
+    """A submission against the hidden HRs of the test scenes (``raw/synthetic/test_hr/imgsetNNNN/HR.png``,
+    ``SM.png``, which the simulator writes; the norms from ``raw/norm.csv``), as ``score_folder`` returns
+    it; None when the data has none (the real challenge's test HRs are not public). ``scenes``: the test
+    scenes' names and bands (a table with ``name`` and ``band`` columns)."""
+    from probav.submission import SubmissionError, open_predictions, read_prediction
+
+    hidden, submission = Path(raw) / HIDDEN_TEST, Path(submission)
+    if not hidden.is_dir():
+        return None
+    predictions = open_predictions(submission)
+    norms = read_norm(Path(raw) / "norm.csv") if (Path(raw) / "norm.csv").is_file() else {}
+    rows: list[dict] = []
+    pairs = list(zip(scenes["name"], scenes["band"]))
+    for i in range(0, len(pairs), BLOCK):
+        srs, truths = [], []
+        for name, band in pairs[i:i + BLOCK]:
+            if name not in predictions:
+                raise SubmissionError(f"{submission}: no prediction for test scene {name}")
+            srs.append(read_prediction(predictions[name](), f"{submission}:{name}.png"))
+            truth = read_truth(hidden / name, norms)
+            truth.band = band     # the folder's parent is test_hr, not the band
+            truths.append(truth)
+        rows += score_predictions(srs, truths)
+    return summarise_rows(rows)
+
+
 def summarise_rows(rows: list[dict]) -> dict:
-    """Mean score and mean cPSNR (None if one is infinite) of score rows, and the rows by scene."""
-    scenes = {r["scene"]: {k: r[k] for k in ("band", "cpsnr", "norm", "score")} for r in rows}
-    cpsnrs = [r["cpsnr"] for r in rows]
-    finite = all(math.isfinite(c) for c in cpsnrs)
-    return {"mean_score": float(math.fsum(r["score"] for r in rows) / len(rows)),
-            "mean_cpsnr": float(math.fsum(cpsnrs) / len(cpsnrs)) if finite else None,
-            "scenes": scenes}
+    """Mean score and mean cPSNR (None if one is infinite) of score rows, the same per band, and the rows
+    by scene."""
+    def means(rows: list[dict]) -> dict:
+        cpsnrs = [r["cpsnr"] for r in rows]
+        return {"mean_score": float(math.fsum(r["score"] for r in rows) / len(rows)),
+                "mean_cpsnr": float(math.fsum(cpsnrs) / len(cpsnrs)) if all(map(math.isfinite, cpsnrs)) else None}
+
+    bands = {band: {"scenes": len(group), **means(group)}
+             for band in dict.fromkeys(r["band"] for r in rows) for group in [[r for r in rows if r["band"] == band]]}
+    return {**means(rows), "bands": bands,
+            "scenes": {r["scene"]: {k: r[k] for k in ("band", "cpsnr", "norm", "score")} for r in rows}}
 
 
