@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install repro test test-fast bench nohr scale gpu-estimate report clean-venv
+.PHONY: install repro test test-fast bench nohr ablations scale gpu-estimate report clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ bench: $(STAMP)
 # about 10 minutes; the report reads metrics/nohr.json when present).
 nohr: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:nohr
+
+# One-factor ablations of shift_and_add and misr_net on the dev scenes (a study: a few minutes; the report
+# reads metrics/ablations.json when present).
+ablations: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:ablations
 
 # What the archive's size costs here: the pipeline from scratch at the default size and with
 # profiles/archive-cpu.yaml (1450 scenes), in clones of the last commit, every stage timed with its

@@ -30,7 +30,7 @@ once per registered frame; the masked correlation runs on real FFTs; translation
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import fft as sfft
@@ -392,6 +392,14 @@ class Alignment:
             else:
                 results[k] = register(lr[ref], lr[k], qm[ref], qm[k], reg_settings, prepared=prepared)
         return cls(ref, results)
+
+    def with_shifts(self, positions: np.ndarray) -> "Alignment":
+        """The same registrations with shifts from ``positions`` (T, 2), each frame's position in LR pixels
+        (a feature at ``p`` of the ground appears at ``p + position``): frame k samples the reference at
+        ``y + position[ref] − position[k]``. For ablations (the simulator knows the true positions)."""
+        results = {k: replace(r, shift=positions[self.ref] - positions[k]) if r.ok else r
+                   for k, r in self.results.items()}
+        return Alignment(self.ref, results)
 
     def rebase(self, ref: int) -> "Alignment":
         """The same registrations relative to another accepted frame ``ref`` (exact composition).

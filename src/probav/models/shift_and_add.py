@@ -282,11 +282,14 @@ def _alignment(scene: Scene, lr: np.ndarray, qm: np.ndarray, top: int, frames: n
     return Alignment.to(lr, qm, top, frames, cfg["registration"])
 
 
-def shift_and_add_sr(scene: Scene, cfg: dict, weights: np.ndarray | None = None) -> np.ndarray:
+def shift_and_add_sr(scene: Scene, cfg: dict, weights: np.ndarray | None = None,
+                     shifts: np.ndarray | None = None) -> np.ndarray:
     """Super-resolve one scene on its reference frame(s); returns a float image in [0, 1].
 
     ``weights`` (T,): how likely each frame is the reference (default: ``scene.reference_weights``,
-    else the hand-set estimator rule)."""
+    else the hand-set estimator rule). ``shifts`` (T, 2), for ablations only: each frame's position in
+    LR pixels (the simulator's convention, ``probav.data.synthetic``) used instead of the registered
+    shifts (the registered gains and offsets are kept); zeros = no registration."""
     from probav.reference import ReferenceEstimator
 
     lr = np.asarray(scene.lr, np.float64) / 65535.0
@@ -301,6 +304,8 @@ def shift_and_add_sr(scene: Scene, cfg: dict, weights: np.ndarray | None = None)
     candidates = reference_candidates(weights, float(cfg["candidates"]))
     frames = np.union1d(select_frames(qm, cfg), candidates)
     aligned = _alignment(scene, lr, qm, int(candidates[0]), frames, cfg)
+    if shifts is not None:
+        aligned = aligned.with_shifts(np.asarray(shifts, np.float64))
     p = {int(k): float(weights[k]) for k in candidates if aligned.results[int(k)].ok}
     total = sum(p.values())
     p = {k: v / total for k, v in p.items()} if total > 0 else {int(candidates[0]): 1.0}
