@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install repro test test-fast bench nohr ablations scale gpu-estimate report clean-venv
+.PHONY: install repro test test-fast bench nohr ablations seeds scale gpu-estimate report clean-venv
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ nohr: $(STAMP)
 # reads metrics/ablations.json when present).
 ablations: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:ablations
+
+# Every network trained again with the seeds of params studies.seeds, scored on dev: mean ± sd over seeds
+# (a study: the pipeline's training time once per extra seed; the report reads metrics/seeds.json).
+seeds: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:seeds
 
 # What the archive's size costs here: the pipeline from scratch at the default size and with
 # profiles/archive-cpu.yaml (1450 scenes), in clones of the last commit, every stage timed with its

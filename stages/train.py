@@ -1,5 +1,6 @@
-"""Stage `train@MODEL`: train deep model MODEL on the train TFRecords, validate on the dev ones, and
-write it to models/MODEL (atomically, with training.json); DVCLive logs go to dvclive/MODEL.
+"""Stage `train@MODEL`: train deep model MODEL on the train TFRecords, validate (early stopping, the best
+epoch) on the val ones, never on the reported dev scenes, and write it to models/MODEL (atomically, with
+training.json); DVCLive logs go to dvclive/MODEL.
 
 An interrupted run leaves a checkpoint (by default in OUT/checkpoints) and the next run with the
 same settings resumes from it. Note that `dvc repro` deletes a stage's outputs before running it

@@ -1,0 +1,50 @@
+"""The seed study (probav/seeds.py): the spread over seeds, and a finished run kept when the study runs
+again with the same settings (an interrupted study resumes without training again)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from probav.seeds import _fingerprint, seed_study, spread
+
+
+def test_spread_is_the_sample_mean_and_sd():
+    assert spread([1.0, 2.0, 4.0]) == {"runs": 3, "mean": pytest.approx(7 / 3),
+                                       "sd": pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2
+                                                                      + (4 - 7 / 3) ** 2) / 2))}
+    assert spread([5.0]) == {"runs": 1, "mean": 5.0, "sd": None}
+    assert spread([None, float("nan")]) == {"runs": 0, "mean": None, "sd": None}
+
+
+def _summary(cpsnr: float) -> dict:
+    return {"tracks": {"challenge": {"mean_cpsnr": cpsnr, "mean_score": 40 / cpsnr},
+                       "ref": {"mean_cpsnr": cpsnr + 1, "mean_score": 40 / (cpsnr + 1)}}}
+
+
+def test_finished_runs_are_kept_and_the_pipeline_run_counts(tmp_path):
+    params = {"seed": 2019, "reference": {"track": "challenge"}, "train": {"epochs": 1}}
+    (tmp_path / "tfrecords").mkdir()
+    (tmp_path / "tfrecords" / "meta.json").write_text("{}")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "net.json").write_text(json.dumps(_summary(40.0)))
+    paths = {"raw": tmp_path, "scenes": tmp_path, "split": tmp_path, "tfrecords": tmp_path / "tfrecords",
+             "estimator": tmp_path, "out": tmp_path / "runs"}
+    for seed, cpsnr in ((1, 40.2), (2, 40.4)):
+        run = tmp_path / "runs" / f"net-seed{seed}"
+        run.mkdir(parents=True)
+        fp = _fingerprint(params, "net", seed, tmp_path / "tfrecords")
+        (run / "summary.json").write_text(json.dumps({"fingerprint": fp, "summary": _summary(cpsnr)}))
+    # Every run is there with its fingerprint: nothing is trained (no TensorFlow, no data needed).
+    result = seed_study(params, paths, ["net"], [1, 2, 2019], tmp_path / "metrics", progress=False)
+    entry = result["models"]["net"]
+    assert result["seeds"] == [2019, 1, 2] and entry["seeds"] == [1, 2, 2019]
+    assert entry["challenge"]["mean_cpsnr"]["mean"] == pytest.approx(40.2)
+    assert entry["challenge"]["mean_cpsnr"]["sd"] == pytest.approx(0.2)
+    assert entry["ref"]["per_seed_cpsnr"] == {"1": 41.2, "2": 41.4, "2019": 41.0}
+    # Other settings: the run no longer counts (it would be trained again).
+    assert _fingerprint({**params, "train": {"epochs": 2}}, "net", 1, tmp_path / "tfrecords") != \
+        _fingerprint(params, "net", 1, tmp_path / "tfrecords")
+    with pytest.raises(FileNotFoundError, match="pipeline's run of other"):
+        seed_study(params, paths, ["other"], [1], tmp_path / "metrics", progress=False)
