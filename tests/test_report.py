@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 from probav.data.index import iter_scenes, subset_table
 from probav.evaluate import evaluate_model, summarise
 from probav.models.registry import load_model
-from probav.report import build
+from probav.report import build, data_section, effects_section, markdown, problem_section, readme, summary_section
 from probav.scene import NO_DATA, Scene, write_norm, write_scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_banner_names_the_data_source(report: str):
     first = report.strip().splitlines()[0]
     assert "synthetic data" in first and "⚠" in first
     assert "data.source: synthetic" in first
-    official = build.banner("folder", {"data": {"source": "folder", "folder": "/data/probav"}})
+    official = summary_section.banner("folder", {"data": {"source": "folder", "folder": "/data/probav"}})
     assert "official PROBA-V" in official and "folder" in official
 
 
@@ -239,14 +239,14 @@ def test_readme_block_rewritten(fake_run: Path, report: str):
     metrics = json.loads((fake_run / "metrics" / "median.json").read_text())
     assert float(table.loc["median", "mean score, challenge ↓"]) == round(metrics["mean_score"], 4)
     # Rewriting is idempotent.
-    assert build.update_readme(fake_run / "README.md", block.split("\n", 1)[1]) is True
-    assert build.update_readme(fake_run / "nothing.md", "x") is False
+    assert readme.update_readme(fake_run / "README.md", block.split("\n", 1)[1]) is True
+    assert readme.update_readme(fake_run / "nothing.md", "x") is False
 
 
 def test_render_rejects_unknown_placeholders():
-    assert build.render("a {{x}} b {{ model_zzz }}", {"x": "1"}).startswith("a 1 b")
+    assert markdown.render("a {{x}} b {{ model_zzz }}", {"x": "1"}).startswith("a 1 b")
     with pytest.raises(KeyError, match="nope"):
-        build.render("{{nope}}", {})
+        markdown.render("{{nope}}", {})
 
 
 def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
@@ -262,7 +262,7 @@ def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
     assert real["RED"].shift_table()["ok"].any()
     index = pd.read_csv(fake_run / "data/scenes.csv")
     run = data_stats.collect(paths.raw, data_stats.index_sample(paths.raw, index, 2), shift_scenes=0)
-    text = build.real_section(run, real, read_scene(paths.raw / "train/RED/imgset0000"),
+    text = data_section.real_section(run, real, read_scene(paths.raw / "train/RED/imgset0000"),
                               read_scene(probav_mini / "train/RED/imgset0000"),
                               data_stats.norms_by_band(paths.raw / "norm.csv", index),
                               data_stats.norms_by_band(probav_mini / "norm.csv"), paths, "synthetic", "summary")
@@ -271,7 +271,7 @@ def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
         assert (tmp_path / "figures" / name).is_file()
         assert (tmp_path / "figures" / name).stat().st_size < MAX_PNG_BYTES
     assert "(official, 740 scenes)" in text and "(official, 710 scenes)" in text  # norm.csv split by band
-    sentence = build.baseline_vs_norm([], probav_mini, "synthetic")
+    sentence = problem_section.baseline_vs_norm([], probav_mini, "synthetic")
     assert "on the real scene imgset0000 against 52.35 dB in `norm.csv`" in sentence
 
 
@@ -284,16 +284,16 @@ def test_experiments_table(monkeypatch):
                         "metrics/baseline.json": {"data": {"model": "baseline", "mean_score": 1.0}}}}}
     data = [dict(entry("workspace", 4, 0.99), experiments=[{"revs": [entry("exp-a", 8, 0.97)]},
                                                              {"revs": [entry("exp-b", 2, 1.01)]}])]
-    rows = build.parse_experiments(data)
+    rows = effects_section.parse_experiments(data)
     assert set(rows["experiment"]) == {"workspace", "exp-a", "exp-b"}
-    monkeypatch.setattr(build, "experiments", lambda repo, options: rows)
+    monkeypatch.setattr(effects_section, "experiments", lambda repo, options: rows)
     params = {"deep_models": ["misr_net"]}
-    text = build.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    text = effects_section.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
     table = _table_after(text, "**model.blocks**").set_index("model")
     assert list(table.index) == ["misr_net"]  # classical models do not read model.blocks
     assert table.loc["misr_net", "model.blocks = 2"] == "1.0100"
     assert table.loc["misr_net", "model.blocks = 8"] == "0.9700"
-    assert build.parse_experiments({"not": "a list"}) is None
+    assert effects_section.parse_experiments({"not": "a list"}) is None
 
 
 def test_experiments_table_of_misr_base_lists_only_misr_net(monkeypatch):
@@ -304,10 +304,10 @@ def test_experiments_table_of_misr_base_lists_only_misr_net(monkeypatch):
                         "metrics/residual_single.json": {"data": {"model": "residual_single",
                                                                   "mean_score": single}}}}}
     data = [dict(entry("main", "prior", 0.96, 0.99), experiments=[{"revs": [entry("exp-m", "median", 0.98, 0.99)]}])]
-    rows = build.parse_experiments(data)
-    monkeypatch.setattr(build, "experiments", lambda repo, options: rows)
+    rows = effects_section.parse_experiments(data)
+    monkeypatch.setattr(effects_section, "experiments", lambda repo, options: rows)
     params = {"deep_models": ["residual_single", "misr_net"]}
-    text = build.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    text = effects_section.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
     table = _table_after(text, "**model.misr_base**").set_index("model")
     assert list(table.index) == ["misr_net"]   # the other networks do not read model.misr_base
     assert table.loc["misr_net", "model.misr_base = median"] == "0.9800"
