@@ -15,8 +15,13 @@ from scipy import ndimage as ndi
 
 from probav.data.index import iter_scenes, subset_table
 from probav.evaluate import evaluate_model, summarise
+from probav.metrics.paired import compare_tables
 from probav.models.registry import load_model
-from probav.report import build, data_section, effects_section, markdown, problem_section, readme, summary_section
+from probav.params import derive_seed
+from probav.report import (build, conclusions_section, data_section, effects_section, markdown, problem_section,
+                           readme, results_section,
+                           summary_section)
+from probav.report.inputs import ModelRun
 from probav.scene import NO_DATA, Scene, write_norm, write_scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,11 +220,21 @@ def test_results_table_matches_metrics(fake_run: Path, report: str):
 def test_generated_sentences_agree_with_the_numbers(fake_run: Path, report: str):
     score = {n: json.loads((fake_run / "metrics" / f"{n}.json").read_text())["mean_score"]
              for n in ("baseline", "median")}
-    if score["median"] < score["baseline"]:
-        assert "(`median`, " in report and "beats the baseline" in report
+    tables = {n: pd.read_csv(fake_run / "metrics" / "scenes" / f"{n}.csv", dtype={"scene": str})
+              for n in ("baseline", "median")}
+    c = compare_tables("median", tables["median"], "baseline", tables["baseline"], conclusions_section.RESAMPLES,
+                       derive_seed(yaml.safe_load((fake_run / "params.yaml").read_text()), "report", "paired",
+                                   "median", "baseline"))
+    row = _table_after(report, "**Every model against the baseline**").set_index("comparison")
+    assert row.loc["`median` − `baseline`", "mean difference (dB)"] == conclusions_section.db(c.mean)
+    assert row.loc["`median` − `baseline`", "scenes better / worse"] == f"{c.better} / {c.worse}"
+    if not c.detectable:
+        assert "No detectable difference between the per-pixel median of all clear frames and the baseline" in report
+    elif c.mean > 0:
+        assert "(`median`) beats the baseline" in report
     else:
-        assert "does not beat the baseline" in report
-    assert "Not measured in this run" in report and "`residual_single` against `baseline`" in report
+        assert "(`median`) does not beat the baseline" in report
+    assert "Not measured in this run" in report and "`residual_single` against `median`" in report
     assert "{{" not in report and "}}" not in report
     assert "not present on this machine" in report  # no real sample given
     assert "Against the simulator's true shifts" in report
@@ -338,3 +353,39 @@ def test_reference_section_reads_the_reference_stage_and_is_not_a_model(report: 
     assert "shift_and_add" in tracks.index and "reference" not in tracks.index
     models = _table_after(report, "## 3. The approaches")
     assert "`reference`" not in set(models["model"])
+
+
+def _run(name: str, kind: str, cpsnr) -> ModelRun:
+    table = pd.DataFrame({"scene": [f"imgset{i:04d}" for i in range(len(cpsnr))], "band": "RED",
+                          "cpsnr": cpsnr, "norm": 45.0})
+    table["score"] = table["norm"] / table["cpsnr"]
+    return ModelRun(name, kind, True, True, metrics={"mean_score": float(table["score"].mean())}, table=table)
+
+
+def test_findings_follow_the_paired_statistics():
+    base = np.linspace(44.0, 48.0, 12)
+    swing = np.array([0.4, -0.4] * 6)
+    runs = [_run("baseline", "classical", base), _run("shift_and_add", "classical", base + 1.0),
+            _run("misr_net", "deep", base + 1.0 + swing), _run("residual_single", "deep", base + 0.3)]
+    text = conclusions_section.findings(runs, "synthetic", {"seed": 1, "model": {"misr_base": "prior"}})
+    # a zero-mean swing: the interval includes zero, so no verdict either way, and no prior note
+    assert "No detectable difference between the multi-frame network `misr_net` and the classical `shift_and_add`" \
+        in text
+    assert "learned to correct" not in text
+    # a constant +0.3 dB on every scene: detected, with its exact interval and sign test (2 / 2^12)
+    assert "`residual_single` beats the baseline (+0.30 dB, 95% interval +0.30 to +0.30; better on 12 and worse " \
+           "on 0 of 12 scenes, sign test p < 0.001)" in text
+    pairs = _table_after(text, "**The pairs this report discusses**").set_index("comparison")
+    assert pairs.loc["`misr_net` − `shift_and_add`", "verdict"] == "no detectable difference"
+    assert pairs.loc["`misr_net` − `shift_and_add`", "scenes better / worse"] == "6 / 6"
+    assert pairs.loc["`misr_net` − `shift_and_add`", "sign test p"] == "1"
+    assert "`residual_multi` against `residual_single`" in text   # not run: said so
+
+
+def test_correlations_without_evidence_are_not_described_as_trends():
+    assert results_section.correlation_phrase("the frames", "more", -0.12, 0.59, 24).startswith(
+        "no detectable correlation with the frames (Spearman ρ = -0.12, p = 0.59, 24 scenes)")
+    rho, p = results_section.spearman([1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1])
+    assert rho == pytest.approx(-1.0) and p < 1e-6
+    assert results_section.correlation_phrase("the frames", "scenes with more frames", rho, p, 8).startswith(
+        "a correlation with the frames (Spearman ρ = -1.00")

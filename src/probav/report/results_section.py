@@ -70,30 +70,44 @@ def results_text(runs: list[ModelRun]) -> str:
     return text
 
 
+SIGNIFICANCE = 0.05   # a correlation is described only where its p-value is below this
+
+
+def spearman(x, y) -> tuple[float, float]:
+    """Spearman's ρ of two columns and its two-sided p-value (scipy; NaN where undefined)."""
+    from scipy.stats import spearmanr
+
+    result = spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return float(result.statistic), float(result.pvalue)
+
+
+def correlation_phrase(what: str, more: str, rho: float, p: float, scenes: int) -> str:
+    """One correlation in words: no detectable correlation where p ≥ ``SIGNIFICANCE``, else its direction."""
+    stats = f"Spearman ρ = {rho:+.2f}, p = {p:.2g}, {scenes} scenes"
+    if not p < SIGNIFICANCE:
+        return f"no detectable correlation with {what} ({stats})"
+    direction = "better (lower)" if rho < 0 else "worse (higher)"
+    return f"a correlation with {what} ({stats}: {more} get {direction} scores)"
+
+
 def against_text(runs: list[ModelRun]) -> str:
     ran = sorted([r for r in runs if r.ran], key=lambda r: r.metrics["mean_score"])
     if not ran:
         return ""
     best = ran[0]
     t = best.table
-    sentences = []
+    phrases = []
     for column, what, more in (("clearance", "the mean clearance of the frames", "clearer scenes"),
                                ("frames", "the number of frames", "scenes with more frames")):
         if column in t and t[column].nunique() > 2 and len(t) >= 8:
-            rho = t[column].corr(t["score"], method="spearman")
-            if rho is None or not np.isfinite(rho):
-                continue
-            if abs(rho) < 0.1:
-                sentences.append(f"hardly to {what} (Spearman ρ = {rho:+.2f})")
-                continue
-            strength = "slightly " if abs(rho) < 0.3 else ""
-            direction = "better (lower)" if rho < 0 else "worse (higher)"
-            sentences.append(f"to {what} (Spearman ρ = {rho:+.2f}: {more} get {strength}{direction} scores)")
-    if not sentences:
+            rho, p = spearman(t[column], t["score"])
+            if np.isfinite(rho) and np.isfinite(p):
+                phrases.append(correlation_phrase(what, more, rho, p, len(t)))
+    if not phrases:
         return ""
-    return (f"Over the {len(t)} dev scenes of `{best.name}`, the score is related " + " and ".join(sentences)
-            + ". Scene difficulty also varies with the land cover and the change between dates, which no column "
-              "of the table records.")
+    return (f"Over the {len(t)} dev scenes of `{best.name}`, the score shows " + " and ".join(phrases)
+            + f" (a correlation is described where p < {SIGNIFICANCE}). Scene difficulty also varies with the land "
+              "cover and the change between dates, which no column of the table records.")
 
 
 def fill(report: ReportInputs) -> dict[str, str]:
