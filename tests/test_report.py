@@ -218,8 +218,6 @@ def test_results_table_matches_metrics(fake_run: Path, report: str):
 
 
 def test_generated_sentences_agree_with_the_numbers(fake_run: Path, report: str):
-    score = {n: json.loads((fake_run / "metrics" / f"{n}.json").read_text())["mean_score"]
-             for n in ("baseline", "median")}
     tables = {n: pd.read_csv(fake_run / "metrics" / "scenes" / f"{n}.csv", dtype={"scene": str})
               for n in ("baseline", "median")}
     c = compare_tables("median", tables["median"], "baseline", tables["baseline"], conclusions_section.RESAMPLES,
@@ -328,6 +326,27 @@ def test_experiments_table_of_misr_base_lists_only_misr_net(monkeypatch):
     assert table.loc["misr_net", "model.misr_base = median"] == "0.9800"
     assert table.loc["misr_net", "model.misr_base = prior"] == "0.9600"
     assert "**model.blocks**" not in text      # one value only: no table
+
+
+def test_experiments_tables_vary_one_setting_at_a_time(monkeypatch):
+    """An experiment that changes two settings is in neither setting's table; repeats are averaged."""
+    def entry(name, blocks, frames, score):
+        return {"rev": "abc", "name": name, "data": {
+            "params": {"params.yaml": {"data": {"model": {"blocks": blocks}, "input": {"frames": frames}}}},
+            "metrics": {"metrics/misr_net.json": {"data": {"model": "misr_net", "mean_score": score}}}}}
+    data = [dict(entry("workspace", 4, 9, 0.96), experiments=[
+        {"revs": [entry("blocks8", 8, 9, 0.95)]}, {"revs": [entry("blocks8-again", 8, 9, 0.97)]},
+        {"revs": [entry("frames16", 4, 16, 0.99)]}, {"revs": [entry("both", 8, 16, 0.90)]}])]
+    rows = effects_section.parse_experiments(data)
+    monkeypatch.setattr(effects_section, "experiments", lambda repo, options: rows)
+    params = {"deep_models": ["misr_net"], "model": {"blocks": 4}, "input": {"frames": 9}}
+    text = effects_section.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    blocks = _table_after(text, "**model.blocks**").set_index("model")
+    assert blocks.loc["misr_net", "model.blocks = 4"] == "0.9600"
+    assert blocks.loc["misr_net", "model.blocks = 8"] == "0.9600 (mean of 2)"   # not 0.90: 'both' changed frames too
+    frames = _table_after(text, "**input.frames**").set_index("model")
+    assert frames.loc["misr_net", "input.frames = 16"] == "0.9900"
+    assert "other settings are this run's: input.frames = 9" in text
 
 
 def test_empty_run(tmp_path: Path):

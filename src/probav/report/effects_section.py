@@ -100,6 +100,41 @@ def parse_experiments(data) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+SETTINGS = ("model.blocks", "model.misr_base", "input.frames", "self_ensemble")
+
+
+def reference_settings(params: dict) -> dict:
+    """This run's value of each setting the experiment tables vary (those ``params`` sets)."""
+    model, inp = params.get("model") or {}, params.get("input") or {}
+    values = {"model.blocks": model.get("blocks"), "model.misr_base": model.get("misr_base"),
+              "input.frames": inp.get("frames"), "self_ensemble": model.get("self_ensemble")}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def one_factor(exps: pd.DataFrame, column: str, reference: dict) -> pd.DataFrame:
+    """The experiments that vary ``column`` alone: every other setting equal to ``reference``'s value (an
+    experiment that does not record one of them is left out)."""
+    keep = exps[column].notna()
+    for other, value in reference.items():
+        if other != column and other in exps:
+            keep &= exps[other].map(lambda v, value=value: same_setting(v, value))
+    return exps[keep]
+
+
+def same_setting(a, b) -> bool:
+    """Equal as numbers where both are (4 and 4.0: a column with gaps turns ints into floats), else as text."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def cell(mean: float, count) -> str:
+    if count != count or not count:   # NaN or 0: no experiment with this value
+        return "—"
+    return fmt(mean, 4) + (f" (mean of {int(count)})" if count > 1 else "")
+
+
 def effects_section(runs, params, paths, index, options) -> str:
     parts = []
     sweep = None
@@ -135,19 +170,22 @@ def effects_section(runs, params, paths, index, options) -> str:
     if exps is not None and not exps.empty:
         # The models that read each setting (classical models read none of them but self_ensemble's).
         readers = {"model.blocks": deep, "model.misr_base": {"misr_net"}, "input.frames": deep}
-        for column in ("model.blocks", "model.misr_base", "input.frames", "self_ensemble"):
+        reference = reference_settings(params)
+        for column in SETTINGS:
             if column not in exps:
                 continue
-            rows = exps.dropna(subset=[column])
+            rows = one_factor(exps, column, reference)
             if column in readers:
                 rows = rows[rows["model"].isin(readers[column])]
             if rows.empty or rows[column].astype(str).nunique() < 2:
                 continue
-            pivot = rows.groupby(["model", column])["mean_score"].min().unstack(column)
-            header = ["model"] + [f"{column} = {v}" for v in pivot.columns]
-            body = [[name] + [fmt(v, 4) for v in values] for name, values in zip(pivot.index, pivot.to_numpy())]
-            tables.append(f"**{column}** (best mean score per model and value, from `dvc exp show`)\n\n"
-                          + md_table(header, body))
+            grouped = rows.groupby(["model", column])["mean_score"]
+            means, counts = grouped.mean().unstack(column), grouped.size().unstack(column)
+            header = ["model"] + [f"{column} = {v}" for v in means.columns]
+            body = [[name] + [cell(m, n) for m, n in zip(means.loc[name], counts.loc[name])] for name in means.index]
+            fixed = ", ".join(f"{k} = {v}" for k, v in reference.items() if k != column) or "none recorded"
+            tables.append(f"**{column}** (mean score per model and value, from `dvc exp show`; only the experiments "
+                          f"whose other settings are this run's: {fixed})\n\n" + md_table(header, body))
     if tables:
         parts += tables
     else:
