@@ -138,6 +138,8 @@ def fake_run(tmp_path_factory) -> Path:
     (metrics / "reference.json").write_text(json.dumps(reference))
     pd.DataFrame({"scene": ["imgset0000", "imgset0001"], "margin": [0.4, 2.2]}).to_csv(
         metrics / "scenes" / "reference.csv", index=False)
+    (metrics / "bench.json").write_text(json.dumps(
+        {"models": {"median": {"inference": {"ms_per_scene": {"median": 12.5, "min": 11.0, "max": 14.0}}}}}))
     (root / "README.md").write_text(README)
     return root
 
@@ -205,7 +207,10 @@ def test_results_table_matches_metrics(fake_run: Path, report: str):
                 round(metrics["bands"][band]["mean_cpsnr"], 2), abs=1e-9)
         assert float(row["scenes better than baseline"].rstrip(" %")) == round(100 * metrics["beats_baseline"])
         per_scene = metrics["seconds"] / metrics["scenes"]
-        assert float(row["inference (s/scene)"]) == pytest.approx(per_scene, rel=5e-3)
+        assert float(row["evaluate stage (s/scene)"]) == pytest.approx(per_scene, rel=5e-3)
+    # the bench's prediction time, where make bench measured the model (the fake bench.json: median only)
+    assert table.loc["median", "prediction (ms/scene, bench)"] == "12.5"
+    assert table.loc["baseline", "prediction (ms/scene, bench)"] == "n/a"
     assert table.loc["misr_net", "parameters"] == "97,358"
     assert table.loc["misr_net", "training time"] == "13.5 min"
     assert table.loc["residual_single", "mean score, challenge ↓"] == "not run"  # in params.yaml, without metrics
@@ -233,6 +238,11 @@ def test_generated_sentences_agree_with_the_numbers(fake_run: Path, report: str)
     else:
         assert "(`median`) does not beat the baseline" in report
     assert "Not measured in this run" in report and "`residual_single` against `median`" in report
+    # what did not work: every number from this run's outputs (the fake reference.json's margin and mistakes)
+    did_not_work = report[report.index("**What did not work"):report.index("**Open problems")]
+    assert "by a median 1.20 dB over the next-best frame" in did_not_work
+    assert "1 wrong picks on the dev scenes cost 1.10 dB" in did_not_work
+    assert f"gains {conclusions_section.db(c.mean)} dB over the baseline on the dev scenes" in did_not_work
     assert "{{" not in report and "}}" not in report
     assert "not present on this machine" in report  # no real sample given
     assert "Against the simulator's true shifts" in report

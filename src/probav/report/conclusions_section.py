@@ -3,10 +3,13 @@ baseline and of the pairs of models the report discusses, each with a sentence w
 statistics: a difference is stated only where its bootstrap interval excludes zero."""
 from __future__ import annotations
 
+import json
+
 from probav.metrics.paired import PairedComparison, compare_tables
 from probav.params import derive_seed
 from probav.report.inputs import ModelRun, ReportInputs
 from probav.report.markdown import fmt, md_table
+from probav.report.real_results import gains, load_real
 
 RESAMPLES = 10_000   # bootstrap resamples of the scenes per comparison
 
@@ -155,5 +158,54 @@ def findings(runs: list[ModelRun], source: str, params: dict) -> str:
     return "\n\n".join(parts)
 
 
+def did_not_work(report: ReportInputs) -> str:
+    """What did not work, each point with the numbers of this run that show it (dev scenes, the real scenes of
+    ``metrics/real/``, the reference stage's ``metrics/reference.json``)."""
+    by = {r.name: r for r in report.runs if r.ran}
+    points = []
+    reference = {}
+    path = report.paths.metrics / "reference.json"
+    if path.is_file():
+        reference = json.loads(path.read_text()).get("single_frame") or {}
+    margin = (reference.get("margin_db") or {}).get("median")
+    if {"median", "shift_and_add", "baseline"} <= set(by):
+        dev = {n: paired(by[n], by["baseline"], report.params).mean for n in ("median", "shift_and_add")}
+        _, real_tables = load_real(report.paths, ["baseline", "median", "shift_and_add"])
+        real = gains(real_tables, {}) if real_tables else None
+        real_gain = {}
+        if real is not None and not real.empty:
+            challenge = real[real["track"] == "challenge"].set_index("model")
+            real_gain = {n: (challenge.loc[n, "real_gain"], int(challenge.loc[n, "real_scenes"]))
+                         for n in ("median", "shift_and_add") if n in challenge.index}
+        text = "Fusing all frames with equal weight: the frame taken with the HR is closer to it than any other"
+        if margin is not None:
+            text += (f" (by a median {fmt(margin, 2)} dB over the next-best frame on the dev scenes, "
+                     f"`metrics/reference.json`; section 4, *The reference frame*)")
+        text += (f", and an equal-weight fusion moves away from it: the per-pixel median of all clear frames gains "
+                 f"{db(dev['median'])} dB over the baseline on the dev scenes")
+        if len(real_gain) == 2:
+            text += (f" and {db(real_gain['median'][0])} dB on the {real_gain['median'][1]} real scene(s) with an "
+                     f"HR (section 4, *Real scenes*)")
+        text += f", against {db(dev['shift_and_add'])} dB"
+        if len(real_gain) == 2:
+            text += f" and {db(real_gain['shift_and_add'][0])} dB"
+        text += " for `shift_and_add`, which builds on the reference (challenge track)."
+        points.append(text)
+    if reference.get("mistakes"):
+        points.append(f"Committing to one estimated reference: the estimator's {reference['mistakes']} wrong picks on "
+                      f"the dev scenes cost {fmt(reference.get('mistake_cost_db'), 2)} dB on average, frame alone "
+                      f"against frame alone (`metrics/reference.json`), which is why `shift_and_add` hedges between "
+                      f"candidates when the estimator is unsure; what estimating still costs is the gap between the "
+                      f"two tracks (section 4, *Both tracks, every model*).")
+    if "residual_multi" in by and "residual_single" in by:
+        c = paired(by["residual_multi"], by["residual_single"], report.params)
+        if c.detectable and c.mean < 0:
+            points.append(f"Stacking K frames as channels (`residual_multi`): it does worse than `residual_single`, "
+                          f"the same CNN given the reference frame alone {difference(c)}.")
+    if not points:
+        return ""
+    return "**What did not work, or not well enough.** " + " ".join(points)
+
+
 def fill(report: ReportInputs) -> dict[str, str]:
-    return {"findings": findings(report.runs, report.source, report.params)}
+    return {"findings": findings(report.runs, report.source, report.params), "did_not_work": did_not_work(report)}

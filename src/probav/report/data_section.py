@@ -183,9 +183,12 @@ def fill(report: ReportInputs) -> dict[str, str]:
     if index is not None and run_stats:
         figure = figures.frames_clearance(index, run_stats, paths.figures / "data_frames_clearance.png")
         out["fig_frames"] = figure_md(figure, out_dir, "frames and clearance",
-                                      "Left: LR frames per scene (scene index, every usable scene). Middle: clear "
-                                      "fraction of each LR frame (sampled scenes). Right: clear fraction of the HR "
-                                      "of the train scenes. Dashed: the inclusion rules (60% and 75%).")
+                                      "Left: how many scenes have each number of LR frames, per band (the scene "
+                                      "index's every usable scene: train, dev and test; the two bands' bars are "
+                                      "drawn over each other, darker where both are). Middle: clear fraction (QM) of "
+                                      "each LR frame of the sampled scenes, frames counted on a log scale. Right: "
+                                      "clear fraction (SM) of the HR of the train and dev scenes (test scenes have "
+                                      "none). Dashed: the inclusion rules (60% and 75%).")
         out["frames_text"] = frames_text(index, run_stats)
         figure = figures.value_histograms(run_stats, paths.figures / "data_values.png",
                                        f"LR values of this run's data ({source}, sampled scenes)")

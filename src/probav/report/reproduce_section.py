@@ -19,7 +19,12 @@ def reproduce_text(source: str, params: dict, commit: str | None) -> str:
     else:
         where = (f"The data come from `data.source: {source}` (url {data.get('url')}, archive {data.get('archive')}, "
                  f"folder {data.get('folder')}); the download stage checks the zip's size and sha256 when recorded.")
-    code = (f"This report was built from commit `{commit}` (`git checkout {commit}` then `make repro` rebuilds it)."
+    code = (f"This report was built from commit `{commit}`: `git checkout {commit}` then `make repro` runs the same "
+            f"pipeline on the same code and parameters (times are measured anew). Three parts are not rebuilt by it, "
+            f"because they are not stages of `dvc repro`: the experiment tables of *Effect of the settings* (`dvc exp "
+            f"show` reads the experiments of the repository that built the report; experiments are not in git: run "
+            f"them again with `dvc exp run -S ...`), *Speed* (`make bench`) and *What the archive's size costs here* "
+            f"(`make scale`), whose committed tables are included as they are."
             if commit else "This report was built outside a git checkout: no commit recorded.")
     return where + "\n\n" + code
 

@@ -2,6 +2,9 @@
 per-scene figures (box plot, score against clearance and frames)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from probav.report import figures
@@ -15,12 +18,34 @@ def _other_track(metrics: dict) -> tuple[str, float | None]:
     return other, ((metrics.get("tracks") or {}).get(other) or {}).get("mean_score")
 
 
-def results_rows(runs: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
+def bench_inference_ms(bench_json: Path) -> dict[str, float]:
+    """Per model, the median milliseconds of one scene's prediction in the last ``make bench``
+    (``metrics/bench.json``; empty where there is none)."""
+    try:
+        models = json.loads(bench_json.read_text()).get("models") or {}
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for name, entry in models.items():
+        ms = (((entry or {}).get("inference") or {}).get("ms_per_scene") or {}).get("median")
+        if isinstance(ms, (int, float)):
+            out[name] = float(ms)
+    return out
+
+
+def reads_reference(run: ModelRun) -> bool:
+    """Whether the model was given an estimated reference frame (its per-scene table records one)."""
+    return "estimated" in run.table and bool(run.table["estimated"].notna().any())
+
+
+def results_rows(runs: list[ModelRun], bench_ms: dict[str, float] | None = None) -> tuple[list[str], list[list[str]]]:
     ran = sorted([r for r in runs if r.ran], key=lambda r: r.metrics["mean_score"])
     track = ran[0].metrics.get("track", "challenge") if ran else "challenge"
     other = "ref" if track == "challenge" else "challenge"
     header = ["model", "kind", f"mean score, {track} ↓", f"mean score, {other}", "cPSNR RED (dB)", "cPSNR NIR (dB)",
-              "mean cPSNR (dB)", "scenes better than baseline", "parameters", "training time", "inference (s/scene)"]
+              "mean cPSNR (dB)", "scenes better than baseline", "parameters", "training time",
+              "prediction (ms/scene, bench)", "evaluate stage (s/scene)"]
+    bench_ms = bench_ms or {}
     rows = []
     for r in ran:
         m = r.metrics
@@ -34,15 +59,15 @@ def results_rows(runs: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
                      fmt(100 * m["beats_baseline"], 0, " %") if m.get("beats_baseline") is not None else "n/a",
                      fmt_int(r.parameters) if r.parameters is not None else "n/a",
                      fmt_seconds(r.training.get("seconds")) if r.kind == "deep" else "—",
-                     fmt_sig(per_scene)])
+                     fmt_sig(bench_ms.get(r.name)), fmt_sig(per_scene)])
     for r in runs:
         if not r.ran and (r.in_params or r.in_registry):
             rows.append([r.name, r.kind, "not run", "—", "—", "—", "—", "—",
-                         fmt_int(r.parameters) if r.parameters else "—", "—", "—"])
+                         fmt_int(r.parameters) if r.parameters else "—", "—", "—", "—"])
     return header, rows
 
 
-def results_text(runs: list[ModelRun]) -> str:
+def results_text(runs: list[ModelRun], bench_ms: dict[str, float] | None = None) -> str:
     ran = sorted([r for r in runs if r.ran], key=lambda r: r.metrics["mean_score"])
     if not ran:
         return "No model has metrics yet: run `dvc repro`."
@@ -65,8 +90,16 @@ def results_text(runs: list[ModelRun]) -> str:
              f"is better) in the headline track ({m.get('track', 'challenge')}: "
              f"{'reference estimated' if m.get('track', 'challenge') == 'challenge' else 'reference given'}) and in "
              f"the other; cPSNR per band = mean of the scenes' best-of-49-shifts cPSNR; scenes better than "
-             "baseline = share of scenes with a score below 1; training time from `models/<name>/training.json`; "
-             "inference = prediction seconds per scene on this machine, from `metrics/<name>.json`.")
+             "baseline = share of scenes with a score below 1; training time from `models/<name>/training.json`; ")
+    text += ("prediction = the median time of one scene's prediction in the last `make bench` (`metrics/bench.json`, "
+             "warmed up and repeated: the *Speed* table's figure); " if bench_ms else
+             "prediction: no `make bench` in this run (`metrics/bench.json` is missing); ")
+    readers = [r.name for r in ran if reads_reference(r)]
+    text += ("evaluate stage = seconds per scene measured by the evaluate stage (`metrics/<name>.json`), which "
+             "includes each model's first call (imports, TensorFlow tracing)"
+             + (f" and, for the models given the reference frame ({', '.join(f'`{n}`' for n in readers)}), "
+                f"estimating it in the challenge track" if readers else "")
+             + ".")
     return text
 
 
@@ -112,9 +145,10 @@ def against_text(runs: list[ModelRun]) -> str:
 
 def fill(report: ReportInputs) -> dict[str, str]:
     runs, ran, out_dir, figures_dir = report.runs, report.ran, report.out_dir, report.paths.figures
-    header, rows = results_rows(runs)
+    bench_ms = bench_inference_ms(report.paths.metrics / "bench.json")
+    header, rows = results_rows(runs, bench_ms)
     out = {"results_table": md_table(header, rows, ["l", "l"] + ["r"] * (len(header) - 2)),
-           "results_text": results_text(runs)}
+           "results_text": results_text(runs, bench_ms)}
     if ran:
         tables = {r.name: r.table for r in ran}
         box = figures.score_boxes(tables, figures_dir / "results_scores.png")
