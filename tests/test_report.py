@@ -21,6 +21,7 @@ from probav.params import derive_seed
 from probav.report import (build, conclusions_section, data_section, effects_section, markdown, problem_section,
                            readme, results_section,
                            summary_section)
+from probav.report.citations import resolve_citations
 from probav.report.inputs import ModelRun
 from probav.scene import NO_DATA, Scene, write_norm, write_scene
 
@@ -144,11 +145,28 @@ def fake_run(tmp_path_factory) -> Path:
     return root
 
 
+def _template_for_this_run(root: Path) -> Path:
+    """The committed template without its hand-checked numbers' markers (typed numbers as plain text): its
+    hand-written paragraph is about the committed run, not this fake one (tests/test_report_citations.py
+    checks the markers)."""
+    path = root / "template.md"
+    text = (REPO / "reports" / "template.md").read_text()
+    path.write_text(re.sub(r"\{\{check:([-+]?[\d.]+):[^}]+\}\}", r"\1", text))
+    return path
+
+
+def test_committed_template_agrees_with_the_committed_metrics():
+    """The hand-written numbers of reports/template.md are those of the metrics committed beside it."""
+    template = (REPO / "reports" / "template.md").read_text()
+    assert "{{check:" in template
+    resolve_citations(template, REPO / "metrics", REPO)
+
+
 def _build(root: Path, real: Path | None, **options) -> str:
     params = yaml.safe_load((root / "params.yaml").read_text())
     paths = build.Paths(raw=root / "data/raw", scenes=root / "data/scenes.csv", split=root / "data/split.csv",
                         metrics=root / "metrics", models=root / "models", live=root / "dvclive",
-                        template=REPO / "reports" / "template.md", out=root / "reports" / "report.md",
+                        template=_template_for_this_run(root), out=root / "reports" / "report.md",
                         readme=root / "README.md", real=real, repo=root)
     opts = dict(sample_scenes=3, shift_scenes=1, sweep_scenes=1, experiments=False, progress=False)
     opts.update(options)

@@ -6,7 +6,8 @@ figures and generated sentences) from the run, read once into a ``ReportInputs``
 ``models/<model>/training.json``, ``dvclive/``, ``data/`` and ``params.yaml``, and the real sample
 (``../shared/probav-mini``) where present. ``SECTIONS`` lists them in build order: a new section is a new module
 and one line there. Nothing is typed by hand: a model without metrics is listed as "not run", and a part whose
-inputs are absent says so in a sentence.
+inputs are absent says so in a sentence; a number typed in the template's prose names the metric it comes from and
+is checked against it (``citations``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Callable
 from probav.report import (approaches_section, comparisons_section, conclusions_section, costs_section,
                            data_section, effects_section, problem_section, real_results, realism_section,
                            reproduce_section, results_section, summary_section, training_section)
+from probav.report.citations import resolve_citations
 from probav.report.inputs import Options, Paths, ReportInputs, log, read_inputs
 # fmt, figure_md and md_table are also imported from here by reference_section.
 from probav.report.markdown import figure_md, fmt, md_table, render  # noqa: F401
@@ -65,6 +67,8 @@ def build_report(params: dict, paths: Paths, options: Options | None = None,
     for old in paths.figures.glob("*.png"):
         old.unlink()
     report = read_inputs(params, paths, options)
+    # Hand-written numbers are checked first: a stale sentence fails the stage before anything is drawn.
+    template = resolve_citations(report.template, paths.metrics, paths.repo, str(paths.template))
     ctx: dict[str, str] = {}
     for section in sections:
         log(section.name, options)
@@ -74,7 +78,7 @@ def build_report(params: dict, paths: Paths, options: Options | None = None,
             raise ValueError(f"section {section.name!r} fills placeholders another section filled: {', '.join(clash)}")
         ctx.update(filled)
 
-    text = render(report.template, ctx)
+    text = render(template, ctx)
     paths.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.out.with_name(f".{paths.out.name}.tmp")
     tmp.write_text(text)
