@@ -84,3 +84,16 @@ def test_the_report_stage_fails_on_stale_prose(tmp_path: Path, metrics: Path, ca
     err = capsys.readouterr().err
     assert "report failed:" in err and "The classical fusion reaches" in err and "says 49.00" in err
     assert not out.exists()
+
+
+def test_omit_leaves_out_the_contradicted_paragraph_only(metrics: Path):
+    template = ("Generated: {{table}}.\n\nReached {{check:47.00:metrics/shift_and_add.json:mean_cpsnr}} dB here.\n"
+                "Still the same paragraph.\n\nRight: {{check:48.8:metrics/shift_and_add.json:tracks.ref.mean_cpsnr}}.\n")
+    out = resolve_citations(template, metrics, metrics.parent, on_stale="omit")
+    assert out.startswith("Generated: {{table}}.\n\n*A hand-written paragraph is left out here")
+    assert ("1 of its numbers disagree, the first on line 3 of the template: says 47.00, but "
+            "metrics/shift_and_add.json:mean_cpsnr is 48.4334 in this run.*") in out
+    assert "Still the same paragraph" not in out and "Reached" not in out
+    assert out.endswith("\n\nRight: 48.8.\n")
+    with pytest.raises(ValueError, match="report.stale_prose must be one of"):
+        resolve_citations(template, metrics, metrics.parent, on_stale="warn")

@@ -68,7 +68,8 @@ def build_report(params: dict, paths: Paths, options: Options | None = None,
         old.unlink()
     report = read_inputs(params, paths, options)
     # Hand-written numbers are checked first: a stale sentence fails the stage before anything is drawn.
-    template = resolve_citations(report.template, paths.metrics, paths.repo, str(paths.template))
+    template = resolve_citations(report.template, paths.metrics, paths.repo, str(paths.template),
+                                 (params.get("report") or {}).get("stale_prose", "fail"))
     ctx: dict[str, str] = {}
     for section in sections:
         log(section.name, options)

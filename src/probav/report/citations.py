@@ -10,7 +10,9 @@ Two markers, resolved before the template is filled:
   (a Python format spec; ``.2f`` where none is given).
 
 A key is a dotted path into the JSON (list items by their index). A file under ``metrics/`` is read from the
-run's metrics folder, any other relative to the repository.
+run's metrics folder, any other relative to the repository. ``params.yaml``'s ``report.stale_prose`` says what a
+contradiction does: ``fail`` (the run the prose was written for) or ``omit`` (a run it was not written for:
+another size, the real data; the paragraph is left out, with a sentence saying why).
 """
 from __future__ import annotations
 
@@ -73,14 +75,16 @@ def sentence_at(text: str, start: int, end: int) -> str:
     return sentence if len(sentence) <= 200 else sentence[:197] + "..."
 
 
-def resolve_citations(template: str, metrics: Path, repo: Path, source: str = "reports/template.md") -> str:
-    """The template with every ``check`` marker replaced by its typed number and every ``cite`` marker by the
-    run's value; raises ``StaleProseError`` listing every sentence whose number the run contradicts."""
+MODES = ("fail", "omit")
+
+
+def _resolve(text: str, metrics: Path, repo: Path, first_line: int) -> tuple[str, list[Contradiction]]:
+    """``text`` with its markers replaced, and what the run contradicts (lines counted from ``first_line``)."""
     problems: list[Contradiction] = []
 
     def where(match) -> tuple[int, str]:
-        text = match.string   # markers are on one line: replacing them keeps the line numbers
-        return text.count("\n", 0, match.start()) + 1, sentence_at(text, match.start(), match.end())
+        whole = match.string   # markers are on one line: replacing them keeps the line numbers
+        return first_line + whole.count("\n", 0, match.start()), sentence_at(whole, match.start(), match.end())
 
     def check(match) -> str:
         typed, file, key = match.group("typed"), match.group("file"), match.group("key")
@@ -101,9 +105,31 @@ def resolve_citations(template: str, metrics: Path, repo: Path, source: str = "r
             problems.append(Contradiction(*where(match), f"cannot cite: {err.args[0] if err.args else err}"))
             return match.group(0)
 
-    out = CITE.sub(cite, CHECK.sub(check, template))
-    if problems:
+    return CITE.sub(cite, CHECK.sub(check, text)), problems
+
+
+def resolve_citations(template: str, metrics: Path, repo: Path, source: str = "reports/template.md",
+                      on_stale: str = "fail") -> str:
+    """The template with every ``check`` marker replaced by its typed number and every ``cite`` marker by the
+    run's value. Where the run contradicts a number, ``on_stale="fail"`` raises ``StaleProseError`` listing every
+    such sentence; ``"omit"`` (a run the prose was not written for: another size, the real data) replaces each
+    paragraph holding one by a sentence that says so."""
+    if on_stale not in MODES:
+        raise ValueError(f"report.stale_prose must be one of {MODES}, got {on_stale!r}")
+    pieces = re.split(r"(\n[ \t]*\n)", template)   # paragraphs and the blank lines between them
+    out, problems, line = [], [], 1
+    for piece in pieces:
+        text, found = _resolve(piece, metrics, repo, line) if piece.strip() else (piece, [])
+        line += piece.count("\n")
+        if found and on_stale == "omit":
+            text = (f"*A hand-written paragraph is left out here: it was written from other results than this run's "
+                    f"(`report.stale_prose: omit`); {len(found)} of its numbers disagree, the first on line "
+                    f"{found[0].line} of the template: {found[0].problem}.*")
+        problems += found
+        out.append(text)
+    if problems and on_stale == "fail":
         raise StaleProseError(f"{source}: {len(problems)} hand-written number(s) disagree with this run's metrics; "
-                              f"update the sentence(s) (or cite the metric with {{{{cite:FILE:KEY}}}}):\n"
+                              f"update the sentence(s) (or cite the metric with {{{{cite:FILE:KEY}}}}, or set "
+                              f"report.stale_prose: omit for a run the prose was not written for):\n"
                               + "\n".join(f"  {p}" for p in problems))
-    return out
+    return "".join(out)

@@ -7,7 +7,7 @@ from probav.report.inputs import ReportInputs
 
 
 PARAM_GROUPS = ("seed", "data", "reference", "synthetic", "split", "tfrecords", "input", "models", "deep_models",
-                "model", "train", "classical", "submission")
+                "model", "train", "classical", "submission", "report")
 
 
 def reproduce_text(source: str, params: dict, commit: str | None) -> str:
