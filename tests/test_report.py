@@ -19,8 +19,7 @@ from probav.metrics.paired import compare_tables
 from probav.models.registry import load_model
 from probav.params import derive_seed
 from probav.report import (build, conclusions_section, data_section, effects_section, markdown, problem_section,
-                           readme, results_section,
-                           summary_section)
+                           readme, results_section, summary_section)
 from probav.report.citations import resolve_citations
 from probav.report.inputs import ModelRun
 from probav.scene import NO_DATA, Scene, write_norm, write_scene
