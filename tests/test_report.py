@@ -15,8 +15,13 @@ from scipy import ndimage as ndi
 
 from probav.data.index import iter_scenes, subset_table
 from probav.evaluate import evaluate_model, summarise
+from probav.metrics.paired import compare_tables
 from probav.models.registry import load_model
-from probav.report import build
+from probav.params import derive_seed
+from probav.report import (build, conclusions_section, data_section, effects_section, markdown, problem_section,
+                           readme, results_section, summary_section)
+from probav.report.citations import resolve_citations
+from probav.report.inputs import ModelRun
 from probav.scene import NO_DATA, Scene, write_norm, write_scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,15 +144,34 @@ def fake_run(tmp_path_factory) -> Path:
     (metrics / "reference.json").write_text(json.dumps(reference))
     pd.DataFrame({"scene": ["imgset0000", "imgset0001"], "margin": [0.4, 2.2]}).to_csv(
         metrics / "scenes" / "reference.csv", index=False)
+    (metrics / "bench.json").write_text(json.dumps(
+        {"models": {"median": {"inference": {"ms_per_scene": {"median": 12.5, "min": 11.0, "max": 14.0}}}}}))
     (root / "README.md").write_text(README)
     return root
+
+
+def _template_for_this_run(root: Path) -> Path:
+    """The committed template without its hand-checked numbers' markers (typed numbers as plain text): its
+    hand-written paragraph is about the committed run, not this fake one (tests/test_report_citations.py
+    checks the markers)."""
+    path = root / "template.md"
+    text = (REPO / "reports" / "template.md").read_text()
+    path.write_text(re.sub(r"\{\{check:([-+]?[\d.]+):[^}]+\}\}", r"\1", text))
+    return path
+
+
+def test_committed_template_agrees_with_the_committed_metrics():
+    """The hand-written numbers of reports/template.md are those of the metrics committed beside it."""
+    template = (REPO / "reports" / "template.md").read_text()
+    assert "{{check:" in template
+    resolve_citations(template, REPO / "metrics", REPO)
 
 
 def _build(root: Path, real: Path | None, **options) -> str:
     params = yaml.safe_load((root / "params.yaml").read_text())
     paths = build.Paths(raw=root / "data/raw", scenes=root / "data/scenes.csv", split=root / "data/split.csv",
                         metrics=root / "metrics", models=root / "models", live=root / "dvclive",
-                        template=REPO / "reports" / "template.md", out=root / "reports" / "report.md",
+                        template=_template_for_this_run(root), out=root / "reports" / "report.md",
                         readme=root / "README.md", real=real, repo=root)
     opts = dict(sample_scenes=3, shift_scenes=1, sweep_scenes=1, experiments=False, progress=False)
     opts.update(options)
@@ -176,7 +200,7 @@ def test_banner_names_the_data_source(report: str):
     first = report.strip().splitlines()[0]
     assert "synthetic data" in first and "⚠" in first
     assert "data.source: synthetic" in first
-    official = build.banner("folder", {"data": {"source": "folder", "folder": "/data/probav"}})
+    official = summary_section.banner("folder", {"data": {"source": "folder", "folder": "/data/probav"}})
     assert "official PROBA-V" in official and "folder" in official
 
 
@@ -206,7 +230,10 @@ def test_results_table_matches_metrics(fake_run: Path, report: str):
                 round(metrics["bands"][band]["mean_cpsnr"], 2), abs=1e-9)
         assert float(row["scenes better than baseline"].rstrip(" %")) == round(100 * metrics["beats_baseline"])
         per_scene = metrics["seconds"] / metrics["scenes"]
-        assert float(row["inference (s/scene)"]) == pytest.approx(per_scene, rel=5e-3)
+        assert float(row["evaluate stage (s/scene)"]) == pytest.approx(per_scene, rel=5e-3)
+    # the bench's prediction time, where make bench measured the model (the fake bench.json: median only)
+    assert table.loc["median", "prediction (ms/scene, bench)"] == "12.5"
+    assert table.loc["baseline", "prediction (ms/scene, bench)"] == "n/a"
     assert table.loc["misr_net", "parameters"] == "97,358"
     assert table.loc["misr_net", "training time"] == "13.5 min"
     assert table.loc["residual_single", "mean score, challenge ↓"] == "not run"  # in params.yaml, without metrics
@@ -219,13 +246,26 @@ def test_results_table_matches_metrics(fake_run: Path, report: str):
 
 
 def test_generated_sentences_agree_with_the_numbers(fake_run: Path, report: str):
-    score = {n: json.loads((fake_run / "metrics" / f"{n}.json").read_text())["mean_score"]
-             for n in ("baseline", "median")}
-    if score["median"] < score["baseline"]:
-        assert "(`median`, " in report and "beats the baseline" in report
+    tables = {n: pd.read_csv(fake_run / "metrics" / "scenes" / f"{n}.csv", dtype={"scene": str})
+              for n in ("baseline", "median")}
+    c = compare_tables("median", tables["median"], "baseline", tables["baseline"], conclusions_section.RESAMPLES,
+                       derive_seed(yaml.safe_load((fake_run / "params.yaml").read_text()), "report", "paired",
+                                   "median", "baseline"))
+    row = _table_after(report, "**Every model against the baseline**").set_index("comparison")
+    assert row.loc["`median` − `baseline`", "mean difference (dB)"] == conclusions_section.db(c.mean)
+    assert row.loc["`median` − `baseline`", "scenes better / worse"] == f"{c.better} / {c.worse}"
+    if not c.detectable:
+        assert "No detectable difference between the per-pixel median of all clear frames and the baseline" in report
+    elif c.mean > 0:
+        assert "(`median`) beats the baseline" in report
     else:
-        assert "does not beat the baseline" in report
-    assert "Not measured in this run" in report and "`residual_single` against `baseline`" in report
+        assert "(`median`) does not beat the baseline" in report
+    assert "Not measured in this run" in report and "`residual_single` against `median`" in report
+    # what did not work: every number from this run's outputs (the fake reference.json's margin and mistakes)
+    did_not_work = report[report.index("**What did not work"):report.index("**Open problems")]
+    assert "by a median 1.20 dB over the next-best frame" in did_not_work
+    assert "1 wrong picks on the dev scenes cost 1.10 dB" in did_not_work
+    assert f"gains {conclusions_section.db(c.mean)} dB over the baseline on the dev scenes" in did_not_work
     assert "{{" not in report and "}}" not in report
     assert "not present on this machine" in report  # no real sample given
     assert "Against the simulator's true shifts" in report
@@ -245,14 +285,14 @@ def test_readme_block_rewritten(fake_run: Path, report: str):
     metrics = json.loads((fake_run / "metrics" / "median.json").read_text())
     assert float(table.loc["median", "mean score, challenge ↓"]) == round(metrics["mean_score"], 4)
     # Rewriting is idempotent.
-    assert build.update_readme(fake_run / "README.md", block.split("\n", 1)[1]) is True
-    assert build.update_readme(fake_run / "nothing.md", "x") is False
+    assert readme.update_readme(fake_run / "README.md", block.split("\n", 1)[1]) is True
+    assert readme.update_readme(fake_run / "nothing.md", "x") is False
 
 
 def test_render_rejects_unknown_placeholders():
-    assert build.render("a {{x}} b {{ model_zzz }}", {"x": "1"}).startswith("a 1 b")
+    assert markdown.render("a {{x}} b {{ model_zzz }}", {"x": "1"}).startswith("a 1 b")
     with pytest.raises(KeyError, match="nope"):
-        build.render("{{nope}}", {})
+        markdown.render("{{nope}}", {})
 
 
 def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
@@ -268,7 +308,7 @@ def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
     assert real["RED"].shift_table()["ok"].any()
     index = pd.read_csv(fake_run / "data/scenes.csv")
     run = data_stats.collect(paths.raw, data_stats.index_sample(paths.raw, index, 2), shift_scenes=0)
-    text = build.real_section(run, real, read_scene(paths.raw / "train/RED/imgset0000"),
+    text = data_section.real_section(run, real, read_scene(paths.raw / "train/RED/imgset0000"),
                               read_scene(probav_mini / "train/RED/imgset0000"),
                               data_stats.norms_by_band(paths.raw / "norm.csv", index),
                               data_stats.norms_by_band(probav_mini / "norm.csv"), paths, "synthetic", "summary")
@@ -277,7 +317,7 @@ def test_real_sample_section(fake_run: Path, probav_mini: Path, tmp_path: Path):
         assert (tmp_path / "figures" / name).is_file()
         assert (tmp_path / "figures" / name).stat().st_size < MAX_PNG_BYTES
     assert "(official, 740 scenes)" in text and "(official, 710 scenes)" in text  # norm.csv split by band
-    sentence = build.baseline_vs_norm([], probav_mini, "synthetic")
+    sentence = problem_section.baseline_vs_norm([], probav_mini, "synthetic")
     assert "on the real scene imgset0000 against 52.35 dB in `norm.csv`" in sentence
 
 
@@ -290,16 +330,16 @@ def test_experiments_table(monkeypatch):
                         "metrics/baseline.json": {"data": {"model": "baseline", "mean_score": 1.0}}}}}
     data = [dict(entry("workspace", 4, 0.99), experiments=[{"revs": [entry("exp-a", 8, 0.97)]},
                                                              {"revs": [entry("exp-b", 2, 1.01)]}])]
-    rows = build.parse_experiments(data)
+    rows = effects_section.parse_experiments(data)
     assert set(rows["experiment"]) == {"workspace", "exp-a", "exp-b"}
-    monkeypatch.setattr(build, "experiments", lambda repo, options: rows)
+    monkeypatch.setattr(effects_section, "experiments", lambda repo, options: rows)
     params = {"deep_models": ["misr_net"]}
-    text = build.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    text = effects_section.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
     table = _table_after(text, "**model.blocks**").set_index("model")
     assert list(table.index) == ["misr_net"]  # classical models do not read model.blocks
     assert table.loc["misr_net", "model.blocks = 2"] == "1.0100"
     assert table.loc["misr_net", "model.blocks = 8"] == "0.9700"
-    assert build.parse_experiments({"not": "a list"}) is None
+    assert effects_section.parse_experiments({"not": "a list"}) is None
 
 
 def test_experiments_table_of_misr_base_lists_only_misr_net(monkeypatch):
@@ -310,15 +350,36 @@ def test_experiments_table_of_misr_base_lists_only_misr_net(monkeypatch):
                         "metrics/residual_single.json": {"data": {"model": "residual_single",
                                                                   "mean_score": single}}}}}
     data = [dict(entry("main", "prior", 0.96, 0.99), experiments=[{"revs": [entry("exp-m", "median", 0.98, 0.99)]}])]
-    rows = build.parse_experiments(data)
-    monkeypatch.setattr(build, "experiments", lambda repo, options: rows)
+    rows = effects_section.parse_experiments(data)
+    monkeypatch.setattr(effects_section, "experiments", lambda repo, options: rows)
     params = {"deep_models": ["residual_single", "misr_net"]}
-    text = build.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    text = effects_section.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
     table = _table_after(text, "**model.misr_base**").set_index("model")
     assert list(table.index) == ["misr_net"]   # the other networks do not read model.misr_base
     assert table.loc["misr_net", "model.misr_base = median"] == "0.9800"
     assert table.loc["misr_net", "model.misr_base = prior"] == "0.9600"
     assert "**model.blocks**" not in text      # one value only: no table
+
+
+def test_experiments_tables_vary_one_setting_at_a_time(monkeypatch):
+    """An experiment that changes two settings is in neither setting's table; repeats are averaged."""
+    def entry(name, blocks, frames, score):
+        return {"rev": "abc", "name": name, "data": {
+            "params": {"params.yaml": {"data": {"model": {"blocks": blocks}, "input": {"frames": frames}}}},
+            "metrics": {"metrics/misr_net.json": {"data": {"model": "misr_net", "mean_score": score}}}}}
+    data = [dict(entry("workspace", 4, 9, 0.96), experiments=[
+        {"revs": [entry("blocks8", 8, 9, 0.95)]}, {"revs": [entry("blocks8-again", 8, 9, 0.97)]},
+        {"revs": [entry("frames16", 4, 16, 0.99)]}, {"revs": [entry("both", 8, 16, 0.90)]}])]
+    rows = effects_section.parse_experiments(data)
+    monkeypatch.setattr(effects_section, "experiments", lambda repo, options: rows)
+    params = {"deep_models": ["misr_net"], "model": {"blocks": 4}, "input": {"frames": 9}}
+    text = effects_section.effects_section([], params, build.Paths(), None, build.Options(sweep_scenes=0, progress=False))
+    blocks = _table_after(text, "**model.blocks**").set_index("model")
+    assert blocks.loc["misr_net", "model.blocks = 4"] == "0.9600"
+    assert blocks.loc["misr_net", "model.blocks = 8"] == "0.9600 (mean of 2)"   # not 0.90: 'both' changed frames too
+    frames = _table_after(text, "**input.frames**").set_index("model")
+    assert frames.loc["misr_net", "input.frames = 16"] == "0.9900"
+    assert "other settings are this run's: input.frames = 9" in text
 
 
 def test_empty_run(tmp_path: Path):
@@ -349,3 +410,39 @@ def test_reference_section_reads_the_reference_stage_and_is_not_a_model(report: 
     assert "shift_and_add" in tracks.index and "reference" not in tracks.index
     models = _table_after(report, "## 3. The approaches")
     assert "`reference`" not in set(models["model"])
+
+
+def _run(name: str, kind: str, cpsnr) -> ModelRun:
+    table = pd.DataFrame({"scene": [f"imgset{i:04d}" for i in range(len(cpsnr))], "band": "RED",
+                          "cpsnr": cpsnr, "norm": 45.0})
+    table["score"] = table["norm"] / table["cpsnr"]
+    return ModelRun(name, kind, True, True, metrics={"mean_score": float(table["score"].mean())}, table=table)
+
+
+def test_findings_follow_the_paired_statistics():
+    base = np.linspace(44.0, 48.0, 12)
+    swing = np.array([0.4, -0.4] * 6)
+    runs = [_run("baseline", "classical", base), _run("shift_and_add", "classical", base + 1.0),
+            _run("misr_net", "deep", base + 1.0 + swing), _run("residual_single", "deep", base + 0.3)]
+    text = conclusions_section.findings(runs, "synthetic", {"seed": 1, "model": {"misr_base": "prior"}})
+    # a zero-mean swing: the interval includes zero, so no verdict either way, and no prior note
+    assert "No detectable difference between the multi-frame network `misr_net` and the classical `shift_and_add`" \
+        in text
+    assert "learned to correct" not in text
+    # a constant +0.3 dB on every scene: detected, with its exact interval and sign test (2 / 2^12)
+    assert "`residual_single` beats the baseline (+0.30 dB, 95% interval +0.30 to +0.30; better on 12 and worse " \
+           "on 0 of 12 scenes, sign test p < 0.001)" in text
+    pairs = _table_after(text, "**The pairs this report discusses**").set_index("comparison")
+    assert pairs.loc["`misr_net` − `shift_and_add`", "verdict"] == "no detectable difference"
+    assert pairs.loc["`misr_net` − `shift_and_add`", "scenes better / worse"] == "6 / 6"
+    assert pairs.loc["`misr_net` − `shift_and_add`", "sign test p"] == "1"
+    assert "`residual_multi` against `residual_single`" in text   # not run: said so
+
+
+def test_correlations_without_evidence_are_not_described_as_trends():
+    assert results_section.correlation_phrase("the frames", "more", -0.12, 0.59, 24).startswith(
+        "no detectable correlation with the frames (Spearman ρ = -0.12, p = 0.59, 24 scenes)")
+    rho, p = results_section.spearman([1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1])
+    assert rho == pytest.approx(-1.0) and p < 1e-6
+    assert results_section.correlation_phrase("the frames", "scenes with more frames", rho, p, 8).startswith(
+        "a correlation with the frames (Spearman ρ = -1.00")

@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="probav-scale-"))
 
     def save(name: str, run: dict) -> None:
-        from probav.report.build import update_readme
+        from probav.report.readme import update_readme
 
         report["runs"][name] = run
         if "default" in report["runs"] and "archive" in report["runs"]:

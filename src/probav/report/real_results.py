@@ -96,7 +96,7 @@ def figure(tables: dict, path: Path) -> Path | None:
 
 def real_results(paths, runs, out_dir: Path, source: str) -> str:
     """The section's Markdown."""
-    from probav.report.build import figure_md, md_table
+    from probav.report.markdown import figure_md, md_table
 
     names = [r.name for r in runs if r.in_params or r.ran]
     metrics, tables = load_real(paths, names)
@@ -164,7 +164,7 @@ def real_results(paths, runs, out_dir: Path, source: str) -> str:
 
 def nohr_text(paths, source: str) -> str:
     """The no-HR check's validation and its values on real scenes without an HR (``make nohr``)."""
-    from probav.report.build import fmt, md_table
+    from probav.report.markdown import fmt, md_table
 
     path = paths.metrics / "nohr.json"
     if not path.is_file():
@@ -195,3 +195,8 @@ def nohr_text(paths, source: str) -> str:
                      "LR-only scenes, whose clouds are not masked):\n\n"
                      + md_table(["model", "scenes", "mean consistency (dB)"], rows, ["l", "r", "r"]))
     return "\n\n".join(parts)
+
+
+def fill(report) -> dict[str, str]:
+    """``real_results`` for a ``probav.report.inputs.ReportInputs``."""
+    return {"real_results": real_results(report.paths, report.runs, report.out_dir, report.source)}

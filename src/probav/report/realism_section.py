@@ -81,7 +81,7 @@ def chart(statistics: dict, path: Path) -> Path | None:
 
 def realism_section(paths, source: str, real_root: Path | None, out_dir: Path) -> str:
     """The section's Markdown (empty sentences where the scorecard or the real sample is missing)."""
-    from probav.report.build import figure_md, fmt, md_table
+    from probav.report.markdown import figure_md, fmt, md_table
     from probav.scene import read_scene, scene_dirs
 
     path = paths.metrics / "realism.json"
@@ -133,3 +133,8 @@ def realism_section(paths, source: str, real_root: Path | None, out_dir: Path) -
                                "pixels in orange, and its HR with the SM's; real scenes from the sample beside the "
                                "repository, simulated ones from this run, per band."))
     return "\n\n".join(parts)
+
+
+def fill(report) -> dict[str, str]:
+    """``realism_section`` for a ``probav.report.inputs.ReportInputs``."""
+    return {"realism_section": realism_section(report.paths, report.source, report.real_root, report.out_dir)}

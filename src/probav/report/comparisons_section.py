@@ -1,0 +1,127 @@
+"""Section 4's visual comparisons: the best, a typical and the worst dev scene of the best model, every model's
+prediction on the same window, and the best model's error map."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from probav.report import figures
+from probav.report.inputs import ModelRun, Options, Paths, ReportInputs, has_saved_model, log
+from probav.report.markdown import figure_md
+
+
+CROP = 192                   # HR pixels shown in the visual comparisons
+
+
+def best_shift_error(sr: np.ndarray, hr: np.ndarray, sm: np.ndarray) -> np.ndarray:
+    """SR − HR (DN) at the metric's best shift, bias removed, on the SR's grid; NaN where SM is cloudy
+    or outside the 378×378 window."""
+    from probav.metrics.score import BORDER, shifted_cpsnr_batch
+
+    _, shifts = shifted_cpsnr_batch(sr[None], hr[None], sm[None], return_shift=True, workers=1)
+    du, dv = shifts[0]
+    n = sr.shape[0] - 2 * BORDER
+    crop = sr[BORDER:BORDER + n, BORDER:BORDER + n].astype(np.float64)
+    h = hr[BORDER + du:BORDER + du + n, BORDER + dv:BORDER + dv + n].astype(np.float64)
+    m = sm[BORDER + du:BORDER + du + n, BORDER + dv:BORDER + dv + n]
+    diff = crop - h
+    diff -= diff[m].mean() if m.any() else 0.0
+    out = np.full(sr.shape, np.nan)
+    out[BORDER:BORDER + n, BORDER:BORDER + n] = np.where(m, diff, np.nan)
+    return out
+
+
+def detail_window(hr: np.ndarray, sm: np.ndarray, size: int = CROP, margin: int = 8) -> tuple[int, int, int]:
+    """(y, x, size): the clear window of the HR with the most variance, away from the image border
+    (the score ignores 3 pixels there, and models are least reliable near it)."""
+    size = min(size, hr.shape[0] - 2 * margin)
+    best, where = -1.0, (margin, margin)
+    step = max((hr.shape[0] - size - 2 * margin) // 4, 1)
+    for y in range(margin, hr.shape[0] - size - margin + 1, step):
+        for x in range(margin, hr.shape[1] - size - margin + 1, step):
+            m = sm[y:y + size, x:x + size]
+            if m.mean() < 0.9:
+                continue
+            v = float(hr[y:y + size, x:x + size][m].astype(np.float64).std())
+            if v > best:
+                best, where = v, (y, x)
+    return where[0], where[1], size
+
+
+def pick_scenes(table: pd.DataFrame) -> list[tuple[str, str]]:
+    t = table.dropna(subset=["score"]).sort_values("score", kind="stable").reset_index(drop=True)
+    if t.empty:
+        return []
+    typical = int((t["score"] - t["score"].median()).abs().idxmin())
+    picks = [("best", t.loc[0, "scene"]), ("typical", t.loc[typical, "scene"]), ("worst", t.loc[len(t) - 1, "scene"])]
+    seen, out = set(), []
+    for label, scene in picks:
+        if scene not in seen:
+            seen.add(scene)
+            out.append((label, scene))
+    return out
+
+
+def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.DataFrame | None,
+                options: Options) -> str:
+    from probav.models.registry import load_model
+    from probav.scene import read_norm, read_scene
+
+    ran = sorted([r for r in runs if r.ran], key=lambda r: r.metrics["mean_score"])
+    if not ran or index is None:
+        return "No model has per-scene results yet, so there is nothing to show."
+    best = ran[0]
+    picks = pick_scenes(best.table)
+    paths_by_name = dict(zip(index["name"], index["path"]))
+    order = ["baseline"] + [r.name for r in ran if r.name != "baseline"]
+    order = [n for n in order if any(r.name == n for r in ran)]
+    loaded, failures = {}, {}
+    kinds = {r.name: r.kind for r in runs}
+    for name in order:
+        if kinds.get(name) == "deep" and not has_saved_model(paths.models / name):
+            failures[name] = f"no saved model in {paths.models / name}"
+            continue
+        try:
+            loaded[name] = load_model(name, params, model_dir=paths.models / name)
+        except Exception as err:  # noqa: BLE001 - one broken model must not stop the report
+            failures[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
+            log(f"cannot load {name}: {failures[name]}", options)
+    norms = read_norm(paths.raw / "norm.csv") if (paths.raw / "norm.csv").is_file() else {}
+    blocks = []
+    tables = {r.name: r.table.set_index("scene") for r in ran}
+    for label, name in picks:
+        if name not in paths_by_name:
+            continue
+        scene = read_scene(paths.raw / paths_by_name[name], norm=norms.get(name))
+        predictions, cpsnrs = {}, {}
+        for model in order:
+            image = None
+            if model in loaded:
+                try:
+                    image = np.asarray(loaded[model].predict(scene))
+                except Exception as err:  # noqa: BLE001
+                    log(f"{model} failed on {name}: {err}", options)
+            predictions[model] = image
+            if name in tables[model].index:
+                cpsnrs[model] = float(tables[model].loc[name, "cpsnr"])
+        error = None
+        if predictions.get(best.name) is not None:
+            error = best_shift_error(predictions[best.name], scene.hr, scene.sm)
+        row = tables[best.name].loc[name]
+        title = (f"{label.capitalize()} dev scene of {best.name}: {name} ({scene.band}), score {row['score']:.4f}, "
+                 f"{scene.frames} frames, clear {scene.clearance.mean():.0%}")
+        out = paths.figures / f"compare_{label}.png"
+        figures.comparison(scene, predictions, cpsnrs, best.name, error, out, title,
+                           crop=detail_window(scene.hr, scene.sm))
+        caption = (f"The {label} dev scene of {best.name} ({name}, {scene.band}): cPSNR of each model on this "
+                   f"scene from metrics/scenes/.")
+        blocks.append(f"**{label.capitalize()}: {name}** ({scene.band}, score {row['score']:.4f})\n\n"
+                      + figure_md(out, paths.out.parent, f"{label} scene {name}", caption))
+    if failures:
+        blocks.append("Models that could not be loaded for these pictures: "
+                      + "; ".join(f"`{n}` ({e})" for n, e in failures.items()) + ".")
+    return "\n\n".join(blocks) if blocks else "The chosen scenes could not be read."
+
+
+def fill(report: ReportInputs) -> dict[str, str]:
+    return {"comparisons": comparisons(report.runs, report.params, report.paths, report.index, report.options)}
