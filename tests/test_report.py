@@ -446,3 +446,34 @@ def test_correlations_without_evidence_are_not_described_as_trends():
     assert rho == pytest.approx(-1.0) and p < 1e-6
     assert results_section.correlation_phrase("the frames", "scenes with more frames", rho, p, 8).startswith(
         "a correlation with the frames (Spearman ρ = -1.00")
+
+
+def test_studies_are_read_when_present_and_named_when_not(tmp_path: Path):
+    from probav.report import studies_section as studies
+
+    assert "`make seeds`" in studies.seeds(tmp_path) and "`make ablations`" in studies.ablations(tmp_path)
+    assert "missing" in studies.held_out_test(tmp_path)
+    (tmp_path / "test.json").write_text(json.dumps({"model": "shift_and_add", "track": "challenge", "skipped": "x"}))
+    assert studies.held_out_test(tmp_path).endswith("x.")
+    (tmp_path / "test.json").write_text(json.dumps(
+        {"model": "shift_and_add", "track": "challenge", "scenes": 8, "mean_score": 0.9512, "mean_cpsnr": 47.1,
+         "bands": {"RED": {"mean_score": 0.95}, "NIR": {"mean_score": 0.9524}}}))
+    text = studies.held_out_test(tmp_path)
+    assert "scores 0.9512 (mean cPSNR 47.10 dB) on the 8 test scenes" in text and "NIR 0.9524" in text
+    (tmp_path / "seeds.json").write_text(json.dumps(
+        {"track": "challenge", "seeds": [2019, 1, 2], "models": {"misr_net": {
+            "seeds": [1, 2, 2019], "challenge": {"mean_cpsnr": {"runs": 3, "mean": 48.7, "sd": 0.05},
+                                                 "per_seed_cpsnr": {"1": 48.7, "2": 48.65, "2019": 48.75}},
+            "ref": {"mean_cpsnr": {"runs": 3, "mean": 49.2, "sd": 0.04}}}}}))
+    table = _table_after(studies.seeds(tmp_path), "**Training noise**").set_index("model")
+    assert table.loc["misr_net", "cPSNR challenge (dB)"] == "48.70 ± 0.05" and table.loc["misr_net", "runs"] == "3"
+    (tmp_path / "ablations.json").write_text(json.dumps(
+        {"scenes": 24, "resamples": 10000, "true_shifts": True, "skipped_models": {},
+         "factors": {"shifts:shift_and_add": {"model": "shift_and_add", "shipped": "registered", "variants": {
+             "registered": {"challenge": {"scenes": 24, "mean_cpsnr": 48.43}},
+             "zero": {"challenge": {"scenes": 24, "mean_cpsnr": 47.0, "vs_shipped": {
+                 "mean": -1.43, "low": -1.6, "high": -1.2, "better": 1, "worse": 23, "sign_p": 1e-6,
+                 "verdict": "registered better"}}}}}}}))
+    table = _table_after(studies.ablations(tmp_path), "**`shift_and_add`: the shifts").set_index("variant")
+    assert table.loc["zero", "challenge track"] == "47.00 (-1.43 [-1.60, -1.20], 1↑ 23↓)"
+    assert table.loc["registered", "challenge track"] == "48.43 (shipped)" and table.loc["zero", "ref track"] == "—"

@@ -61,7 +61,7 @@ def test_a_contradicted_sentence_is_named(metrics: Path):
     assert "line 8" in message and "cannot check 1.0" in message and "no 'nothing'" in message
 
 
-def test_the_report_stage_fails_on_stale_prose(tmp_path: Path, metrics: Path, capsys):
+def test_the_report_stage_fails_on_stale_prose_when_told_to(tmp_path: Path, metrics: Path, capsys):
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
@@ -73,17 +73,21 @@ def test_the_report_stage_fails_on_stale_prose(tmp_path: Path, metrics: Path, ca
     template.write_text("# Report\n\nThe classical fusion reaches {{check:49.00:metrics/shift_and_add.json:mean_cpsnr}} "
                         "dB.\n")
     params = tmp_path / "params.yaml"
-    params.write_text("seed: 1\nmodels: []\ndeep_models: []\n")
+    params.write_text("seed: 1\nmodels: []\ndeep_models: []\nreport:\n  stale_prose: fail\n")
     out = tmp_path / "reports" / "report.md"
-    code = stage.main(["--params", str(params), "--raw", str(tmp_path / "raw"), "--scenes", str(tmp_path / "no.csv"),
-                       "--split", str(tmp_path / "no.csv"), "--metrics", str(metrics), "--models-dir",
-                       str(tmp_path / "models"), "--live", str(tmp_path / "live"), "--template", str(template),
-                       "--out", str(out), "--readme", "", "--real", "", "--real-labels", "", "--no-experiments",
-                       "--quiet"])
+    argv = ["--params", str(params), "--raw", str(tmp_path / "raw"), "--scenes", str(tmp_path / "no.csv"),
+            "--split", str(tmp_path / "no.csv"), "--metrics", str(metrics), "--models-dir",
+            str(tmp_path / "models"), "--live", str(tmp_path / "live"), "--template", str(template),
+            "--out", str(out), "--readme", "", "--real", "", "--real-labels", "", "--no-experiments", "--quiet"]
+    code = stage.main(argv)
     assert code == 1
     err = capsys.readouterr().err
     assert "report failed:" in err and "The classical fusion reaches" in err and "says 49.00" in err
     assert not out.exists()
+    # The default (omit): the stage still writes a report, with the contradicted paragraph left out and said so.
+    params.write_text("seed: 1\nmodels: []\ndeep_models: []\n")
+    assert stage.main(argv) == 0
+    assert "hand-written paragraph is left out" in out.read_text() and "The classical fusion" not in out.read_text()
 
 
 def test_omit_leaves_out_the_contradicted_paragraph_only(metrics: Path):

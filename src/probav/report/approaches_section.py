@@ -37,8 +37,8 @@ def model_block(run: ModelRun) -> str:
         if run.training.get("best_epoch") is not None:
             text += f" (best: epoch {int(run.training['best_epoch'])})"
         parts.append(text)
-    if run.training.get("best_dev_cpsnr") is not None:
-        parts.append(f"best dev cPSNR during training {fmt(run.training['best_dev_cpsnr'], 2)} dB")
+    if run.training.get("best_val_cpsnr") is not None:
+        parts.append(f"best val cPSNR during training {fmt(run.training['best_val_cpsnr'], 2)} dB (the epoch kept)")
     return "; ".join(parts) + ".*"
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 from probav.report import (approaches_section, comparisons_section, conclusions_section, costs_section,
                            data_section, effects_section, problem_section, real_results, realism_section,
-                           reproduce_section, results_section, summary_section, training_section)
+                           reproduce_section, results_section, studies_section, summary_section, training_section)
 from probav.report.citations import resolve_citations
 from probav.report.inputs import Options, Paths, ReportInputs, log, read_inputs
 # fmt, figure_md and md_table are also imported from here by reference_section.
@@ -47,6 +47,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("realism scorecard", realism_section.fill),
     Section("the approaches", approaches_section.fill),
     Section("results", results_section.fill),
+    Section("studies", studies_section.fill),
     Section("reference frame and tracks", _reference_fill),
     Section("real scenes", real_results.fill),
     Section("visual comparisons", comparisons_section.fill),

@@ -78,7 +78,18 @@ def paired(a: ModelRun, b: ModelRun, params: dict) -> PairedComparison:
                                                                                    b.name))
 
 
-def findings(runs: list[ModelRun], source: str, params: dict) -> str:
+def seed_noise(a: str, b: str, seeds: dict | None, track: str) -> str:
+    """The two networks' seed-to-seed spread of mean dev cPSNR (``make seeds``), or that they were trained once."""
+    entries = [((((seeds or {}).get("models") or {}).get(n) or {}).get(track) or {}).get("mean_cpsnr") or {}
+               for n in (a, b)]
+    if not all(e.get("sd") is not None for e in entries):
+        return TRAINED_ONCE
+    return (f" Trained with {entries[0]['runs']} and {entries[1]['runs']} seeds (`make seeds`), their mean dev cPSNR "
+            f"varies between seeds by sd {entries[0]['sd']:.2f} (`{a}`) and {entries[1]['sd']:.2f} dB (`{b}`): "
+            f"a difference within about twice that is within the noise of training them.")
+
+
+def findings(runs: list[ModelRun], source: str, params: dict, seeds: dict | None = None) -> str:
     by = {r.name: r for r in runs if r.ran}
     ran = sorted(by.values(), key=lambda r: r.metrics["mean_score"])
     if not ran:
@@ -89,8 +100,9 @@ def findings(runs: list[ModelRun], source: str, params: dict) -> str:
             f"cPSNR minus the second's (headline track, dB; positive: the first is better), its mean with a 95% "
             f"percentile bootstrap interval ({RESAMPLES:,} resamples of the scenes, seeded from `params.yaml`'s "
             f"`seed`), and an exact two-sided sign test on the scenes each one wins. Where the interval includes "
-            f"zero the verdict is *no detectable difference*. Each network was trained once (one seed): the "
-            f"intervals hold the scenes' variation, not the training's.")
+            f"zero the verdict is *no detectable difference*. The intervals hold the scenes' variation, not the "
+            f"training's: " + ("the seed-to-seed spread of each network is in section 4 (*Training noise*)."
+                               if seeds else "each network was trained once (one seed; `make seeds` measures it)."))
     parts = [head]
     baseline = by.get("baseline")
     against_base = [paired(r, baseline, params) for r in ran if r.name != "baseline"] if baseline is not None else []
@@ -110,7 +122,7 @@ def findings(runs: list[ModelRun], source: str, params: dict) -> str:
                 ((params.get("model") or {}).get("misr_base", "prior") == "prior"):
             text += PRIOR_NOTE
         if c.detectable and by[a].kind == "deep" and by[b].kind == "deep":
-            text += TRAINED_ONCE
+            text += seed_noise(a, b, seeds, ran[0].metrics.get("track", "challenge"))
         sentences.append("- " + text)
     deep = [r for r in ran if r.kind == "deep"]
     classical = [r for r in ran if r.kind == "classical"]
@@ -208,4 +220,6 @@ def did_not_work(report: ReportInputs) -> str:
 
 
 def fill(report: ReportInputs) -> dict[str, str]:
-    return {"findings": findings(report.runs, report.source, report.params), "did_not_work": did_not_work(report)}
+    seeds_path = report.paths.metrics / "seeds.json"
+    seeds = json.loads(seeds_path.read_text()) if seeds_path.is_file() else None
+    return {"findings": findings(report.runs, report.source, report.params, seeds), "did_not_work": did_not_work(report)}

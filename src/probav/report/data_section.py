@@ -28,7 +28,9 @@ def data_section(index: pd.DataFrame | None, split: pd.DataFrame | None, source:
         label = sp
         if sp == "train" and subsets:
             n_dev = int(sum(subsets.get(n) == "dev" for n in g["name"]))
-            label = f"train ({len(g) - n_dev} train + {n_dev} dev)"
+            n_val = int(sum(subsets.get(n) == "val" for n in g["name"]))
+            label = (f"train ({len(g) - n_dev - n_val} train + {n_val} val + {n_dev} dev)" if n_val else
+                     f"train ({len(g) - n_dev} train + {n_dev} dev)")
         hr = pd.to_numeric(g.get("hr_clearance"), errors="coerce") if "hr_clearance" in g else pd.Series(dtype=float)
         rows.append([label, band, str(len(g)), fmt(g["frames"].mean(), 1),
                      f"{int(g['frames'].min())}–{int(g['frames'].max())}",

@@ -15,7 +15,7 @@ import pandas as pd
 TRAINING_KEYS = {            # models/<name>/training.json (probav.training): first key present wins
     "parameters": ("parameters",),
     "seconds": ("training_seconds", "wall_seconds"),
-    "best_dev_cpsnr": ("best_dev_cpsnr",),
+    "best_val_cpsnr": ("best_val_cpsnr", "best_dev_cpsnr"),   # best_dev_cpsnr: runs before the val split
     "epochs_run": ("epochs_run",),
     "epochs": ("epochs",),
     "best_epoch": ("best_epoch",),
