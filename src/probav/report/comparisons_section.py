@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from probav.report import figures
+from probav.report import detail, figures
 from probav.report.inputs import ModelRun, Options, Paths, ReportInputs, has_saved_model, log
-from probav.report.markdown import figure_md
+from probav.report.markdown import figure_md, md_table
 
 
 CROP = 192                   # HR pixels shown in the visual comparisons
@@ -87,7 +87,7 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
             failures[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
             log(f"cannot load {name}: {failures[name]}", options)
     norms = read_norm(paths.raw / "norm.csv") if (paths.raw / "norm.csv").is_file() else {}
-    blocks = []
+    blocks, spectra_by_scene = [], {}
     tables = {r.name: r.table.set_index("scene") for r in ran}
     for label, name in picks:
         if name not in paths_by_name:
@@ -104,9 +104,9 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
             predictions[model] = image
             if name in tables[model].index:
                 cpsnrs[model] = float(tables[model].loc[name, "cpsnr"])
-        error = None
-        if predictions.get(best.name) is not None:
-            error = best_shift_error(predictions[best.name], scene.hr, scene.sm)
+        errors = {m: best_shift_error(image, scene.hr, scene.sm) for m, image in predictions.items()
+                  if image is not None}
+        error = errors.get(best.name)
         row = tables[best.name].loc[name]
         title = (f"{label.capitalize()} dev scene of {best.name}: {name} ({scene.band}), score {row['score']:.4f}, "
                  f"{scene.frames} frames, clear {scene.clearance.mean():.0%}")
@@ -117,10 +117,56 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
                    f"scene from metrics/scenes/.")
         blocks.append(f"**{label.capitalize()}: {name}** ({scene.band}, score {row['score']:.4f})\n\n"
                       + figure_md(out, paths.out.parent, f"{label} scene {name}", caption))
+        blocks.append(zoom_block(scene, predictions, errors, cpsnrs, label, paths))
+        spectra_by_scene[f"{label}: {name} ({scene.band})"] = detail.spectra(predictions, scene.hr, scene.sm)
+    if spectra_by_scene:
+        blocks.append(spectra_block(spectra_by_scene, order, paths))
     if failures:
         blocks.append("Models that could not be loaded for these pictures: "
                       + "; ".join(f"`{n}` ({e})" for n, e in failures.items()) + ".")
     return "\n\n".join(blocks) if blocks else "The chosen scenes could not be read."
+
+
+def zoom_block(scene, predictions, errors, cpsnrs, label: str, paths: Paths) -> str:
+    """The zoomed window of one comparison scene, as Markdown."""
+    y, x = detail.zoom_window(scene.hr, scene.sm)
+    out = paths.figures / f"compare_{label}_zoom.png"
+    figures.zoom(scene, predictions, errors, cpsnrs, (y, x, detail.ZOOM), out,
+                 f"{scene.name} ({scene.band}), {detail.ZOOM}×{detail.ZOOM} HR pixels enlarged")
+    return figure_md(out, paths.out.parent, f"{label} scene enlarged",
+                     f"The fully clear {detail.ZOOM}×{detail.ZOOM} HR-pixel window of {scene.name} with the most "
+                     f"variance, enlarged. Top: the clearest LR frame (each pixel repeated 3×3), every model's "
+                     f"prediction and the HR, in the HR's grey range. Bottom: each model's error (SR − HR at the "
+                     f"metric's best shift, brightness bias removed), all in one colour range; RMS over the window.")
+
+
+def spectra_block(spectra_by_scene: dict, order: list[str], paths: Paths) -> str:
+    """The spectra figure of the comparison scenes and one sentence per model on the power above the LR
+    Nyquist frequency, averaged over those scenes."""
+    colours = figures.model_colours(sorted(order))
+    out = figures.spectra(spectra_by_scene, colours, paths.figures / "compare_spectra.png",
+                          "Power spectra of each model's SR against the HR's, and of its error")
+    ratios = {}
+    for curves in spectra_by_scene.values():
+        for name, s in curves.items():
+            ratios.setdefault(name, []).append(detail.above_nyquist(s))
+    rows = []
+    for name in order:
+        if name in ratios:
+            sr = float(np.mean([r["sr_over_hr"] for r in ratios[name]]))
+            err = float(np.mean([r["error_over_hr"] for r in ratios[name]]))
+            rows.append([name, f"{sr:.2f}", f"{err:.2f}"])
+    n = len(spectra_by_scene)
+    table = md_table(["model", "SR power / HR power above LR Nyquist", "error power / HR power above LR Nyquist"],
+                     rows, ["l", "r", "r"])
+    return (figure_md(out, paths.out.parent, "power spectra",
+                      "Radially averaged power spectra on the HR's clear pixels at the metric's best shift (top: each "
+                      "model's SR, the HR in black; bottom: the power of the SR's error over the HR's power), per "
+                      "comparison scene. Dotted: the LR Nyquist frequency (0.5 cycles per LR pixel); above it, a "
+                      "frame holds detail only as aliasing, which several shifted frames can untangle.")
+            + f"\n\nAbove the LR Nyquist frequency, summed over frequencies and averaged over these {n} scenes "
+              "(an SR ratio near 1 with an error ratio well below 1 is recovered detail; an error ratio near or above "
+              "1 means the detail there is missing or invented):\n\n" + table)
 
 
 def fill(report: ReportInputs) -> dict[str, str]:

@@ -494,3 +494,88 @@ def effect(points: pd.DataFrame, x: str, path, xlabel: str, title: str, marker=N
         ax.legend()
         fig.tight_layout()
         return _save(fig, path)
+
+
+def zoom(scene, predictions: dict[str, np.ndarray | None], errors: dict[str, np.ndarray | None],
+         cpsnrs: dict[str, float], window: tuple[int, int, int], path, title: str) -> Path:
+    """One small window (``window`` = (y, x, size) in HR pixels) enlarged: top row the clearest LR frame, every
+    model's SR and the HR in one grey range (the HR's clear 1st–99th percentiles); bottom row each model's
+    error (SR − HR at the metric's best shift, bias removed) in one shared diverging range, grey where the SM
+    is cloudy, with its RMS in the window."""
+    y0, x0, size = window
+    win = (slice(y0, y0 + size), slice(x0, x0 + size))
+    lr_win = (slice(y0 // SCALE, (y0 + size) // SCALE), slice(x0 // SCALE, (x0 + size) // SCALE))
+    vmin, vmax = stretch(scene.hr[win], scene.sm[win])
+    k = int(np.argmax(scene.clearance))
+    names = [n for n in predictions if predictions[n] is not None]
+    errs = {n: errors[n][win] for n in names if errors.get(n) is not None}
+    finite = [np.abs(e[np.isfinite(e)]) for e in errs.values() if np.isfinite(e).any()]
+    lim = max(float(np.percentile(np.concatenate(finite), 99)), 1.0) if finite else 1.0
+    cols = len(names) + 2
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.6")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, cols, figsize=(1.5 * cols + 0.9, 3.9), squeeze=False,
+                                 gridspec_kw={"wspace": 0.06, "hspace": 0.32})
+        _image(axes[0, 0], np.kron(scene.lr[k][lr_win], np.ones((SCALE, SCALE))), vmin, vmax, f"LR{k:03d}\n(clearest)")
+        im = None
+        for col, name in enumerate(names, start=1):
+            cp = cpsnrs.get(name)
+            im = _image(axes[0, col], predictions[name][win], vmin, vmax,
+                        name if cp is None else f"{name}\n{cp:.2f} dB")
+        _image(axes[0, -1], scene.hr[win], vmin, vmax, "HR\n(target)")
+        for ax in (axes[1, 0], axes[1, -1]):
+            ax.set_axis_off()
+        im_err = None
+        for col, name in enumerate(names, start=1):
+            ax = axes[1, col]
+            if name not in errs:
+                ax.set_axis_off()
+                continue
+            e = errs[name]
+            rms = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else float("nan")
+            im_err = _image(ax, np.ma.masked_invalid(e), -lim, lim, f"error, RMS {rms:.0f}", cmap=cmap)
+        axes[1, 0].text(0.5, 0.5, f"{size}×{size} HR px\n({size * 100 / 1000:.1f} km)\nat y {y0}, x {x0}",
+                        ha="center", va="center", transform=axes[1, 0].transAxes, fontsize=9)
+        if im is not None:
+            cb = fig.colorbar(im, ax=axes[0, :].tolist(), fraction=0.015, pad=0.01)
+            cb.set_label("DN")
+        if im_err is not None:
+            cb = fig.colorbar(im_err, ax=axes[1, :].tolist(), fraction=0.015, pad=0.01)
+            cb.set_label("SR − HR (DN)")
+        fig.suptitle(title, y=1.0)
+        return _save(fig, path)
+
+
+def spectra(curves: dict[str, dict[str, dict]], colours: dict[str, str], path, title: str) -> Path:
+    """Per scene (a column): top, the radially averaged power of each model's SR and of the HR; bottom, the
+    power of each model's error over the HR's power. Frequencies in cycles per LR pixel, the LR Nyquist
+    frequency (0.5) dotted; above it only what the frames' aliasing carries can be recovered."""
+    scenes = list(curves)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, len(scenes), figsize=(4.3 * len(scenes) + 1.8, 6.4), squeeze=False,
+                                 sharex=True, gridspec_kw={"height_ratios": [1.25, 1]})
+        for col, scene in enumerate(scenes):
+            top, bottom = axes[0, col], axes[1, col]
+            drawn_hr = False
+            for name, s in curves[scene].items():
+                f = s["freq"]
+                keep = f > 0.02
+                if not drawn_hr:
+                    top.loglog(f[keep], s["hr"][keep], color="k", lw=2.2, label="HR (target)")
+                    drawn_hr = True
+                top.loglog(f[keep], s["sr"][keep], color=colours.get(name, "C0"), lw=1.1, label=name)
+                bottom.loglog(f[keep], s["error"][keep] / s["hr"][keep], color=colours.get(name, "C0"), lw=1.1)
+            for ax in (top, bottom):
+                ax.axvline(0.5, color="0.3", ls=":", lw=1.2)
+            top.text(0.52, 0.97, "LR Nyquist", transform=top.get_xaxis_transform(), va="top", fontsize=8.5,
+                     color="0.3")
+            bottom.axhline(1.0, color="C3", ls="--", lw=1)
+            top.set_title(scene)
+            bottom.set_xlabel("spatial frequency (cycles per LR pixel)")
+            if col == 0:
+                top.set_ylabel("power (DN²)")
+                bottom.set_ylabel("error power / HR power\n(≥ 1: detail not recovered)")
+        axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(title)
+        fig.tight_layout()
+        return _save(fig, path)
