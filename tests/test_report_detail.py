@@ -67,3 +67,20 @@ def test_zoom_window_is_clear_and_on_the_busiest_part():
     sm[200:260, 100:160] = False            # now clouded over: a clear window elsewhere
     y, x = detail.zoom_window(hr, sm)
     assert sm[y:y + detail.ZOOM, x:x + detail.ZOOM].all()
+
+
+def test_paired_scores_line_up_each_scene_from_worst_to_best_model():
+    import pandas as pd
+
+    from probav.report import figures
+
+    tables = {
+        "baseline": pd.DataFrame({"scene": ["a", "b", "c"], "band": ["RED", "NIR", "RED"], "score": [1.0, 1.0, 1.0]}),
+        "good": pd.DataFrame({"scene": ["c", "a", "b"], "band": ["RED", "RED", "NIR"], "score": [0.90, 0.95, 1.02]}),
+        "partial": pd.DataFrame({"scene": ["a", "b"], "band": ["RED", "NIR"], "score": [0.97, 0.99]}),
+    }
+    wide = figures.paired_scores(tables)
+    assert list(wide.columns) == ["band", "baseline", "partial", "good"]      # worst mean first, best last
+    assert list(wide.index) == ["a", "b"]                                      # c lacks a "partial" score
+    assert wide.loc["a", "good"] == 0.95 and wide.loc["b", "good"] == 1.02    # paired by scene, not by row
+    assert list(wide["band"]) == ["RED", "NIR"]

@@ -310,23 +310,61 @@ def distributions(run: dict[str, BandStats], real: dict[str, BandStats] | None, 
 
 # --------------------------------------------------------------------------- result figures
 
-def score_boxes(tables: dict[str, pd.DataFrame], path) -> Path:
-    """Per-scene score of every model (box plot, best mean at the top); 1 = the official baseline."""
-    names = sorted(tables, key=lambda m: tables[m]["score"].mean(), reverse=True)
+def paired_scores(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per-scene scores side by side: one row per scene scored by every model, one column per model ordered
+    from the worst mean score to the best (a scene some model lacks is left out), and a ``band`` column."""
+    order = sorted(tables, key=lambda m: (-tables[m]["score"].mean(), m))
+    wide = pd.concat({m: tables[m].set_index("scene")["score"] for m in order}, axis=1).dropna()
+    first = tables[order[0]].set_index("scene")
+    wide.insert(0, "band", first["band"].reindex(wide.index) if "band" in first else "")
+    return wide.sort_index()
+
+
+SLOPES_CAPTION = ("Left: each line is one dev scene's score under every model, from the worst mean score to the "
+                  "best (colour: band); black diamonds: the mean, the official score. Right: the two best models "
+                  "paired scene by scene, blue where the best scores better. Dashed: the baseline (1).")
+
+
+def score_slopes(tables: dict[str, pd.DataFrame], path) -> Path:
+    """Paired per-scene scores. Left: every model from the worst mean to the best, each dev scene a line through
+    its scores (colour: band), the mean in black. Right: the runner-up against the best, each scene a line,
+    blue where the best model scores better on it, orange where worse."""
+    wide = paired_scores(tables)
+    models = [c for c in wide.columns if c != "band"]
+    x = np.arange(len(models))
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(10, 1.0 + 0.55 * max(len(names), 2)))
-        data = [tables[m]["score"].to_numpy() for m in names]
-        box = ax.boxplot(data, orientation="horizontal", tick_labels=names, widths=0.6, patch_artist=True,
-                         showmeans=True, meanprops=dict(marker="D", markerfacecolor="w", markeredgecolor="k", ms=5),
-                         flierprops=dict(marker=".", ms=4, alpha=0.5), medianprops=dict(color="k"))
-        colours = model_colours(sorted(tables))
-        for patch, name in zip(box["boxes"], names):
-            patch.set_facecolor(colours[name])
-            patch.set_alpha(0.55)
-        ax.axvline(1.0, color="C3", ls="--", lw=1)
-        ax.set(xlabel="score = norm / cPSNR per dev scene (lower is better; official baseline = 1)",
-               title=f"Score per dev scene ({len(next(iter(tables.values())))} scenes; ◇ = mean)")
-        ax.grid(axis="y", visible=False)
+        fig, axes = plt.subplots(1, 2, figsize=(13.0, 4.8), gridspec_kw={"width_ratios": [2.6, 1]})
+        ax = axes[0]
+        for _, row in wide.iterrows():
+            ax.plot(x, row[models].to_numpy(float), "-", lw=0.8, alpha=0.45,
+                    color=BAND_COLOURS.get(row["band"], "0.5"))
+        ax.plot(x, wide[models].mean().to_numpy(), "-D", color="k", lw=2, ms=5, label="mean (the official score)")
+        for band, colour in BAND_COLOURS.items():
+            n = int((wide["band"] == band).sum())
+            if n:
+                ax.plot([], [], color=colour, lw=1, label=f"a {band} scene ({n})")
+        ax.axhline(1.0, color="C3", ls="--", lw=1)
+        ax.set_xticks(x, models, rotation=20, ha="right")
+        ax.set(ylabel="score per dev scene (lower is better)",
+               title=f"Every dev scene through every model ({len(wide)} scenes), worst mean → best")
+        ax.legend(loc="lower left", fontsize=8.5)
+        ax = axes[1]
+        if len(models) >= 2:
+            second, best = models[-2], models[-1]
+            a, b = wide[second].to_numpy(float), wide[best].to_numpy(float)
+            better = b < a
+            for ya, yb, good in zip(a, b, better):
+                ax.plot([0, 1], [ya, yb], "-o", ms=3, lw=1, alpha=0.75, color="#2e6fb7" if good else "#e67e22")
+            ax.set_xticks([0, 1], [second, best])
+            ax.set_xlim(-0.3, 1.3)
+            ax.axhline(1.0, color="C3", ls="--", lw=1)
+            ax.set_title(f"{best} better on {int(better.sum())} of {len(a)} scenes\n"
+                         f"(median difference {np.median(b - a):+.4f})")
+            ax.set_ylabel("score per dev scene")
+        else:
+            ax.set_axis_off()
+        for a_ in axes:
+            a_.grid(axis="x", visible=False)
         fig.tight_layout()
         return _save(fig, path)
 
