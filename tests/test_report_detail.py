@@ -69,6 +69,19 @@ def test_zoom_window_is_clear_and_on_the_busiest_part():
     assert sm[y:y + detail.ZOOM, x:x + detail.ZOOM].all()
 
 
+def test_residual_misalignment_measures_a_sub_pixel_shift():
+    from scipy import ndimage as ndi
+
+    field = power_law_field(384, beta=3.0, seed=4)
+    hr = (3000 + 600 * field / field.std()).clip(0, 65535)
+    sm = np.ones(hr.shape, bool)
+    shifted = ndi.shift(hr, (0.0, 0.4), order=3, mode="nearest")     # SR(y, x) = HR(y, x − 0.4)
+    dy, dx = detail.residual_misalignment(shifted.astype(np.uint16), hr.astype(np.uint16), sm)
+    assert abs(dy) < 0.05 and abs(abs(dx) - 0.4) < 0.05
+    dy, dx = detail.residual_misalignment(hr.astype(np.uint16), hr.astype(np.uint16), sm)
+    assert abs(dy) < 0.02 and abs(dx) < 0.02
+
+
 def test_paired_scores_line_up_each_scene_from_worst_to_best_model():
     import pandas as pd
 

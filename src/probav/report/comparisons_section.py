@@ -87,7 +87,7 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
             failures[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
             log(f"cannot load {name}: {failures[name]}", options)
     norms = read_norm(paths.raw / "norm.csv") if (paths.raw / "norm.csv").is_file() else {}
-    blocks, spectra_by_scene = [], {}
+    blocks, spectra_by_scene, misaligned = [], {}, {}
     tables = {r.name: r.table.set_index("scene") for r in ran}
     for label, name in picks:
         if name not in paths_by_name:
@@ -117,6 +117,10 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
                    f"scene from metrics/scenes/.")
         blocks.append(f"**{label.capitalize()}: {name}** ({scene.band}, score {row['score']:.4f})\n\n"
                       + figure_md(out, paths.out.parent, f"{label} scene {name}", caption))
+        if predictions.get(best.name) is not None:
+            misaligned[label] = detail.residual_misalignment(predictions[best.name], scene.hr, scene.sm)
+        if label == "worst":
+            blocks.append(worst_text(scene, best.name, tables, misaligned, paths))
         blocks.append(zoom_block(scene, predictions, errors, cpsnrs, label, paths))
         spectra_by_scene[f"{label}: {name} ({scene.band})"] = detail.spectra(predictions, scene.hr, scene.sm)
     if spectra_by_scene:
@@ -125,6 +129,65 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
         blocks.append("Models that could not be loaded for these pictures: "
                       + "; ".join(f"`{n}` ({e})" for n, e in failures.items()) + ".")
     return "\n\n".join(blocks) if blocks else "The chosen scenes could not be read."
+
+
+def _frame(scene, index) -> str:
+    """LRnnn of a frame given by its index in the scene ('?' where unknown)."""
+    try:
+        return f"LR{int(scene.ids[int(index)]):03d}"
+    except (TypeError, ValueError, IndexError):
+        return "?"
+
+
+def worst_text(scene, best: str, tables: dict[str, pd.DataFrame], misaligned: dict, paths: Paths) -> str:
+    """What the worst scene shows, from the run's numbers: the reference frame estimated against the labelled
+    one, what the label would have given, the prediction's misalignment left after the metric's best integer
+    shift (against the best and typical scenes'), and the simulator's true offset between the two frames."""
+    from probav.data.stats import read_truth
+
+    row = tables[best].loc[scene.name]
+    parts = []
+    ref, est = row.get("reference"), row.get("estimated")
+    known = pd.notna(ref) and pd.notna(est)
+    if known and int(ref) != int(est):
+        ranking = ""
+        ref_csv = paths.metrics / "scenes" / "reference.csv"
+        if ref_csv.is_file():
+            r = pd.read_csv(ref_csv).set_index("scene")
+            if scene.name in r.index and pd.notna(r.loc[scene.name, "rank"]):
+                ranking = (f", which the estimator ranked number {int(r.loc[scene.name, 'rank'])} of {scene.frames} "
+                           f"(probability {r.loc[scene.name, 'p_reference']:.2f})")
+        parts.append(f"On {scene.name} the estimator took {_frame(scene, est)} for the reference frame; the labelled "
+                     f"one is {_frame(scene, ref)}{ranking}.")
+        if pd.notna(row.get("cpsnr_ref")) and pd.notna(row.get("cpsnr_challenge")):
+            parts.append(f"Given the labelled reference, {best} scores {row['cpsnr_ref']:.2f} dB on this scene instead "
+                         f"of {row['cpsnr_challenge']:.2f} (score {row['score_ref']:.4f} instead of "
+                         f"{row['score_challenge']:.4f}).")
+        truth = read_truth(paths.raw)
+        key_ref, key_est = (scene.name, int(scene.ids[int(ref)])), (scene.name, int(scene.ids[int(est)]))
+        if truth and key_ref in truth and key_est in truth:
+            offset = 3 * (np.array(truth[key_est]) - np.array(truth[key_ref]))
+            left = offset - np.round(offset)
+            parts.append(f"In the simulator's truth {_frame(scene, est)} lies ({offset[0]:+.2f}, {offset[1]:+.2f}) HR "
+                         f"pixels (dy, dx) from {_frame(scene, ref)}, the HR's own pass: the metric's search over whole "
+                         f"HR pixels removes the integer part and leaves ({left[0]:+.2f}, {left[1]:+.2f}).")
+    elif known:
+        parts.append(f"On {scene.name} the estimator found the labelled reference frame ({_frame(scene, ref)}).")
+    if "baseline" in tables and scene.name in tables["baseline"].index:
+        parts.append(f"The baseline scores {tables['baseline'].loc[scene.name, 'cpsnr']:.2f} dB here, {best} "
+                     f"{row['cpsnr']:.2f}.")
+    shift = misaligned.get("worst")
+    if shift is not None:
+        others = [f"{np.hypot(*v):.2f} on the {k} scene" for k, v in misaligned.items() if k != "worst" and v is not None]
+        parts.append(f"Registering {best}'s prediction onto the HR after the metric's best shift measures a residual "
+                     f"misalignment of {np.hypot(*shift):.2f} HR pixels (the shift that brings it onto the HR: dy "
+                     f"{shift[0]:+.2f}, dx {shift[1]:+.2f})"
+                     + (f" (against {', '.join(others)})" if others else "")
+                     + ": a fraction of a pixel that the metric cannot undo, drawn in the error map as paired red and "
+                       "blue edges on either side of sharp edges.")
+    elif misaligned:
+        parts.append(f"Registering {best}'s prediction onto the HR failed its checks, so its misalignment is not measured.")
+    return "**What the worst scene shows.** " + " ".join(parts) if parts else ""
 
 
 def zoom_block(scene, predictions, errors, cpsnrs, label: str, paths: Paths) -> str:
