@@ -136,5 +136,8 @@ def realism_section(paths, source: str, real_root: Path | None, out_dir: Path) -
 
 
 def fill(report) -> dict[str, str]:
-    """``realism_section`` for a ``probav.report.inputs.ReportInputs``."""
-    return {"realism_section": realism_section(report.paths, report.source, report.real_root, report.out_dir)}
+    """``realism_section`` for a ``probav.report.inputs.ReportInputs``, then the frames' sub-pixel positions."""
+    from probav.report.positions import positions_section
+
+    return {"realism_section": realism_section(report.paths, report.source, report.real_root, report.out_dir)
+            + "\n\n" + positions_section(report.params, report.paths, report.index, report.split, report.out_dir)}
