@@ -227,26 +227,56 @@ def shifts(run: dict[str, BandStats], real: dict[str, BandStats] | None, path) -
         return _save(fig, path)
 
 
+MASK_RGBA = (0.0, 0.85, 0.95, 0.5)   # masked pixels (QM or SM) tinted cyan, half transparent
+
+
+def _masked_overlay(ax, mask: np.ndarray) -> None:
+    """Tint the pixels where ``mask`` is False (clouds) over what the axes show."""
+    if not mask.all():
+        overlay = np.zeros(mask.shape + (4,))
+        overlay[~mask] = MASK_RGBA
+        ax.imshow(overlay, interpolation="nearest")
+
+
 def scene_pair(rows: list[tuple[str, object]], path) -> Path:
-    """Side by side, one row per scene: its clearest LR frame, that frame's QM and the HR."""
+    """One row per (label, scene): its cloudiest usable LR frame, the same with the QM's clouds tinted, the count
+    of clear frames per pixel, and the HR with the SM's clouds tinted (the clearest frame ×3 under the SM where
+    there is no HR). Grey ranges from clear pixels only."""
+    from matplotlib.ticker import MaxNLocator
+
+    from probav.report.cloudy import cloudiest_usable
+
+    rows = [(label, scene) for label, scene in rows if scene is not None]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.4 * len(rows)), squeeze=False)
+        fig, axes = plt.subplots(len(rows), 4, figsize=(12.6, 3.3 * len(rows)), squeeze=False)
         for (label, scene), ax in zip(rows, axes):
-            k = int(np.argmax(scene.clearance))
+            k = cloudiest_usable(scene)
+            frame_no = int(scene.ids[k])
             vmin, vmax = stretch(scene.lr[k], scene.qm[k])
-            _image(ax[0], scene.lr[k], vmin, vmax, f"{label}\n{scene.name} {scene.band}: LR{k:03d} (128×128, 300 m)")
-            _image(ax[1], scene.qm[k], 0, 1, f"QM{k:03d}: clear {scene.clearance[k]:.0%} (white = clear)")
-            for spine in ax[1].spines.values():
-                spine.set_visible(True)
-                spine.set_color("0.5")
+            _image(ax[0], scene.lr[k], vmin, vmax,
+                   f"{label}: {scene.name} {scene.band}\nLR{frame_no:03d}, {scene.clearance[k]:.0%} clear (300 m px)")
+            _image(ax[1], scene.lr[k], vmin, vmax, f"QM{frame_no:03d}: masked pixels tinted")
+            _masked_overlay(ax[1], scene.qm[k])
+            counts = scene.qm.sum(axis=0)
+            im = _image(ax[2], counts, 0, scene.frames, f"clear frames per pixel (of {scene.frames})", cmap="viridis")
+            cb = fig.colorbar(im, ax=ax[2], fraction=0.046, pad=0.03)
+            cb.set_label("frames")
+            cb.locator = MaxNLocator(integer=True)
+            cb.update_ticks()
             if scene.hr is not None:
                 vmin, vmax = stretch(scene.hr, scene.sm)
-                im = _image(ax[2], scene.hr, vmin, vmax, f"HR (384×384, 100 m), clear {scene.sm.mean():.0%}")
-                cb = fig.colorbar(im, ax=ax[2], fraction=0.046, pad=0.03)
-                cb.set_label("reflectance (DN)")
+                _image(ax[3], scene.hr, vmin, vmax, f"HR (100 m px), {scene.sm.mean():.0%} clear in its SM")
+                _masked_overlay(ax[3], scene.sm)
+            elif scene.sm is not None:
+                c = int(np.argmax(scene.clearance))
+                big = np.kron(scene.lr[c], np.ones((SCALE, SCALE)))
+                vmin, vmax = stretch(scene.lr[c], scene.qm[c])
+                _image(ax[3], big, vmin, vmax, f"no HR (test scene); its SM ({scene.sm.mean():.0%} clear)\n"
+                                               f"over LR{int(scene.ids[c]):03d} ×3")
+                _masked_overlay(ax[3], scene.sm)
             else:
-                ax[2].set_axis_off()
-                ax[2].text(0.5, 0.5, "no HR (test scene)", ha="center", transform=ax[2].transAxes)
+                ax[3].set_axis_off()
+                ax[3].text(0.5, 0.5, "no HR, no SM", ha="center", transform=ax[3].transAxes)
         fig.tight_layout()
         return _save(fig, path)
 
