@@ -97,3 +97,14 @@ def test_paired_scores_line_up_each_scene_from_worst_to_best_model():
     assert list(wide.index) == ["a", "b"]                                      # c lacks a "partial" score
     assert wide.loc["a", "good"] == 0.95 and wide.loc["b", "good"] == 1.02    # paired by scene, not by row
     assert list(wide["band"]) == ["RED", "NIR"]
+
+
+def test_normalised_spectrum_has_unit_mean_power_below_the_lr_nyquist_frequency():
+    from probav.report import figures
+
+    freq = np.array([0.1, 0.3, 0.5, 0.9, 1.4])
+    power = np.array([40.0, 20.0, 6.0, 2.0, 1.0])
+    out = figures.normalised_spectrum(freq, power)
+    assert out[:3].mean() == 1.0
+    np.testing.assert_allclose(out / out[0], power / power[0])          # the shape is kept
+    np.testing.assert_allclose(figures.normalised_spectrum(freq, 9 * power), out)   # brightness is not

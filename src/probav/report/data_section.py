@@ -136,7 +136,8 @@ def real_section(run_stats, real_stats, run_scene, real_scene, run_norms, real_n
     parts.append(figure_md(out, paths.out.parent, "distributions and spectra",
                            "Per band: density of clear LR values, mean radial power spectra of fully clear LR "
                            "frames (circles) and HR images (squares; HR frequencies converted to cycles per LR "
-                           "pixel), and the scene norms (baseline cPSNR). Real: the sample's scenes and the "
+                           "pixel), each divided by its mean power below the LR Nyquist frequency so that shapes "
+                           "compare (a source without a fully clear image is named in the panel instead), and the scene norms (baseline cPSNR). Real: the sample's scenes and the "
                            "official norm.csv (all 1450 scenes)."))
     parts.append(compare_text(run_stats, real_stats, run_norms, real_norms, run_label))
     return "\n\n".join(parts)

@@ -281,6 +281,14 @@ def scene_pair(rows: list[tuple[str, object]], path) -> Path:
         return _save(fig, path)
 
 
+def normalised_spectrum(freq: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """``power`` divided by its mean over the rings below the LR Nyquist frequency (``freq`` ≤ 0.5 cycles per
+    LR pixel): curves of different brightness and resolution compare by shape, and an HR's power above that
+    frequency reads against the same scale."""
+    below = np.asarray(freq) <= 0.5
+    return np.asarray(power, np.float64) / float(np.mean(np.asarray(power)[below]))
+
+
 def distributions(run: dict[str, BandStats], real: dict[str, BandStats] | None, run_norms: dict,
                   real_norms: dict, path, run_label: str, real_label: str) -> Path:
     """Per band: clear LR value density, radially averaged power spectra of clear frames and HR
@@ -299,27 +307,34 @@ def distributions(run: dict[str, BandStats], real: dict[str, BandStats] | None, 
             for label, s, _, c, ls in sources:
                 if s is not None and s.lr_clear_hist.any():
                     dens = s.lr_clear_hist / s.lr_clear_hist.sum() / VALUE_BIN
-                    ax.plot(centres, dens, color=c, ls=ls, label=f"{label} ({len(s.scenes)} scenes)")
+                    ax.plot(centres, dens, color=c, ls=ls,
+                            label=f"{label} ({len(s.scenes)} scene{'s' if len(s.scenes) != 1 else ''})")
             ax.set(xlim=(0, 20000), xlabel="clear LR reflectance (DN)", ylabel="density (1/DN)",
                    title=f"{band}: values of clear LR pixels")
             ax.legend()
             ax = row[1]
+            missing = []
             for label, s, _, c, ls in sources:
-                if s is None:
-                    continue
+                drawn = False
                 for which, marker in (("lr", "o"), ("hr", "s")):
-                    spec = s.mean_spectrum(which)
+                    spec = s.mean_spectrum(which) if s is not None else None
                     if spec is not None:
-                        # HR: cycles per HR pixel × 3 = cycles per LR pixel; density per LR pixel² = / 9
+                        # HR: cycles per HR pixel × 3 = cycles per LR pixel
                         f = s.spectrum_freq if which == "lr" else s.spectrum_freq * SCALE
-                        p = spec if which == "lr" else spec / SCALE ** 2
                         n = len(s.lr_spectra if which == "lr" else s.hr_spectra)
-                        ax.loglog(f, p, color=c, ls=ls, marker=marker, ms=3,
+                        ax.loglog(f, normalised_spectrum(f, spec), color=c, ls=ls, marker=marker, ms=3,
                                   label=f"{label} {which.upper()} ({n} images)")
+                        drawn = True
+                if not drawn:
+                    missing.append(label)
             ax.axvline(0.5, color="0.5", lw=0.8, ls=":")
+            if missing:
+                ax.text(0.03, 0.03, "no fully clear image: " + ", ".join(missing), transform=ax.transAxes,
+                        fontsize=8.5, color="0.25")
             ax.set(xlabel="spatial frequency (cycles per LR pixel; LR Nyquist = 0.5)",
-                   ylabel="power spectral density (DN²·px²)", title=f"{band}: power spectra of fully clear images")
-            ax.legend(fontsize=8)
+                   ylabel="power / mean power below LR Nyquist",
+                   title=f"{band}: spectral shape of fully clear images")
+            ax.legend(fontsize=8, loc="upper right")
             ax = row[2]
             all_n = [n for _, _, n, _, _ in sources if n is not None and len(n)]
             if all_n:
