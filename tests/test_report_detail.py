@@ -108,3 +108,25 @@ def test_normalised_spectrum_has_unit_mean_power_below_the_lr_nyquist_frequency(
     assert out[:3].mean() == 1.0
     np.testing.assert_allclose(out / out[0], power / power[0])          # the shape is kept
     np.testing.assert_allclose(figures.normalised_spectrum(freq, 9 * power), out)   # brightness is not
+
+
+def test_robust_limits_keep_the_bulk_and_leave_out_a_far_outlier():
+    from probav.report import figures
+
+    scores = np.r_[np.linspace(0.93, 0.99, 40), 1.6]
+    lo, hi = figures.robust_limits(scores)
+    assert lo < 0.93 and 0.99 < hi < 1.2
+    lo2, hi2 = figures.robust_limits(np.linspace(0.93, 0.99, 40))
+    assert hi2 < 1.0 and lo2 < 0.93
+
+
+def test_chance_rho_is_where_spearmans_p_crosses_five_percent():
+    from scipy.stats import t
+
+    from probav.report import figures
+
+    r = figures.chance_rho(24)
+    df = 22
+    p = 2 * t.sf(r * np.sqrt(df / (1 - r * r)), df)      # spearmanr's p for this ρ and 24 scenes
+    assert abs(p - 0.05) < 1e-9
+    assert 0.39 < r < 0.41

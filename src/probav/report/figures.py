@@ -414,44 +414,74 @@ def score_slopes(tables: dict[str, pd.DataFrame], path) -> Path:
         return _save(fig, path)
 
 
-def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.digitize(x, edges[1:-1])
-    xs, ys = [], []
-    for i in range(len(edges) - 1):
-        sel = idx == i
-        if sel.sum() >= 2:
-            xs.append(x[sel].mean())
-            ys.append(y[sel].mean())
-    return np.array(xs), np.array(ys)
+def robust_limits(values: np.ndarray, reach: float = 3.0) -> tuple[float, float]:
+    """Axis limits that hold every value within ``reach`` interquartile ranges of the quartiles (so one outlier
+    does not squash the rest), with a small margin."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    q1, q3 = np.percentile(v, [25, 75])
+    iqr = max(q3 - q1, 1e-6)
+    lo, hi = max(v.min(), q1 - reach * iqr), min(v.max(), q3 + reach * iqr)
+    pad = 0.06 * max(hi - lo, 1e-6)
+    return float(lo - pad), float(hi + pad)
+
+
+AGAINST_CAPTION = ("Every dev scene of every model as a dot (the best model's larger); legend: each model's Spearman ρ "
+                   "between the score and the clearance, and the number of frames, over the scenes; the title gives "
+                   "the |ρ| below which a correlation is within chance (two-sided p ≥ 0.05). Scores beyond three "
+                   "interquartile ranges of the quartiles are drawn as triangles on the axis edge. Dashed: the baseline.")
+
+
+def chance_rho(scenes: int, alpha: float = 0.05) -> float:
+    """The |ρ| a rank correlation over ``scenes`` must exceed for a two-sided p below ``alpha`` (the t
+    approximation scipy's spearmanr uses)."""
+    from scipy.stats import t
+
+    df = scenes - 2
+    if df < 1:
+        return float("nan")
+    q = float(t.ppf(1 - alpha / 2, df))
+    return q / float(np.sqrt(df + q * q))
 
 
 def score_against(tables: dict[str, pd.DataFrame], best: str, path) -> Path:
-    """Score against the mean clearance of the LR frames and against the number of frames: every
-    scene of every model as a dot (the best model's larger), and each model's mean in bins of equal
-    scene counts as a line where there are enough scenes (at least 12)."""
+    """Score against the mean clearance of the LR frames and against the number of frames: every scene of every
+    model as a dot (the best model's larger), each model's Spearman ρ in the legend; no fitted or binned line,
+    which a few dozen scenes cannot support. The y axis holds the bulk of the scores; outliers sit on its edge."""
+    from scipy.stats import spearmanr
+
     colours = model_colours(sorted(tables))
     order = sorted(tables, key=lambda m: (m == best, m))  # the best model drawn last, on top
+    lo, hi = robust_limits(np.concatenate([tables[m]["score"].to_numpy(float) for m in order]))
+    columns = (("clearance", "mean clear fraction of the LR frames (QM)", "Score against clearance"),
+               ("frames", "LR frames in the scene", "Score against the number of frames"))
+
+    def rho(tab, column):
+        x, y = tab[column].to_numpy(float), tab["score"].to_numpy(float)
+        return spearmanr(x, y).statistic if len(np.unique(x)) > 2 and len(np.unique(y)) > 2 else float("nan")
+
+    scenes = len(tables[best])
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.3), sharey=True)
-        for ax, column, label, title in (
-                (axes[0], "clearance", "mean clear fraction of the LR frames (QM)", "Score against clearance"),
-                (axes[1], "frames", "LR frames in the scene", "Score against the number of frames")):
+        for ax, (column, label, title) in zip(axes, columns):
             for name in order:
                 tab = tables[name]
                 x, y = tab[column].to_numpy(float), tab["score"].to_numpy(float)
                 big = name == best
-                ax.scatter(x, y, s=22 if big else 10, color=colours[name], alpha=0.85 if big else 0.45, lw=0,
-                           label=f"{name}{' (best)' if big else ''}", zorder=3 if big else 2)
-                if len(x) >= 12 and len(np.unique(x)) >= 4:
-                    nbins = int(min(6, len(x) // 6))
-                    edges = np.unique(np.quantile(x, np.linspace(0, 1, nbins + 1)))
-                    xs, ys = _binned(x, y, edges)
-                    if len(xs) >= 2:
-                        ax.plot(xs, ys, "-", lw=1.6 if big else 1.0, color=colours[name], zorder=4)
+                rhos = ", ".join(f"{r:+.2f}" if np.isfinite(r) else "n/a" for r in (rho(tab, c) for c, _, _ in columns))
+                inside = (y >= lo) & (y <= hi)
+                ax.scatter(x[inside], y[inside], s=24 if big else 10, color=colours[name], alpha=0.9 if big else 0.45,
+                           lw=0, zorder=3 if big else 2, label=f"{name}{' (best)' if big else ''}: {rhos}")
+                for edge, sel, marker in ((hi, y > hi, "^"), (lo, y < lo, "v")):
+                    if sel.any():
+                        ax.scatter(x[sel], np.full(sel.sum(), edge), marker=marker, s=40 if big else 22,
+                                   color=colours[name], zorder=4, clip_on=False)
             ax.axhline(1.0, color="C3", ls="--", lw=1)
-            ax.set(xlabel=label, title=title)
+            ax.set(xlabel=label, title=title, ylim=(lo, hi))
         axes[0].set_ylabel("score per dev scene (lower is better)")
-        axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="model (dots: scenes,\nlines: binned means)")
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False,
+                       title="model: Spearman ρ with\nclearance, frames")
+        fig.suptitle(f"{scenes} dev scenes: |ρ| below {chance_rho(scenes):.2f} is within chance (p ≥ 0.05)")
         fig.tight_layout()
         return _save(fig, path)
 
