@@ -124,6 +124,8 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
         blocks.append(zoom_block(scene, predictions, errors, cpsnrs, label, paths))
         spectra_by_scene[f"{label}: {name} ({scene.band})"] = detail.spectra(predictions, scene.hr, scene.sm)
     if spectra_by_scene:
+        classical = {n: m for n, m in loaded.items() if kinds.get(n) == "classical"}
+        spectra_by_scene.update(real_spectra(classical, params, paths, options))
         blocks.append(spectra_block(spectra_by_scene, order, paths))
     if failures:
         blocks.append("Models that could not be loaded for these pictures: "
@@ -203,6 +205,27 @@ def zoom_block(scene, predictions, errors, cpsnrs, label: str, paths: Paths) -> 
                      f"metric's best shift, brightness bias removed), all in one colour range; RMS over the window.")
 
 
+def real_spectra(models: dict, params: dict, paths: Paths, options: Options) -> dict[str, dict]:
+    """The spectra of the classical models' predictions on the real scenes with an HR (``real.folder``), which
+    take a second each; empty where there are none."""
+    from probav.real import real_scenes_with_hr, real_settings
+
+    if not models:
+        return {}
+    scenes, why = real_scenes_with_hr(real_settings(params, paths.repo))
+    out = {}
+    for scene in scenes:
+        predictions = {}
+        for name, model in models.items():
+            try:
+                predictions[name] = np.asarray(model.predict(scene))
+            except Exception as err:  # noqa: BLE001 - one failing model must not stop the report
+                log(f"{name} failed on the real scene {scene.name}: {err}", options)
+        if predictions:
+            out[f"real: {scene.name} ({scene.band}), classical models"] = detail.spectra(predictions, scene.hr, scene.sm)
+    return out
+
+
 def spectra_block(spectra_by_scene: dict, order: list[str], paths: Paths) -> str:
     """The spectra figure of the comparison scenes and one sentence per model on the power above the LR
     Nyquist frequency, averaged over those scenes."""
@@ -210,7 +233,8 @@ def spectra_block(spectra_by_scene: dict, order: list[str], paths: Paths) -> str
     out = figures.spectra(spectra_by_scene, colours, paths.figures / "compare_spectra.png",
                           "Power spectra of each model's SR against the HR's, and of its error")
     ratios = {}
-    for curves in spectra_by_scene.values():
+    dev = {k: v for k, v in spectra_by_scene.items() if not k.startswith("real: ")}
+    for curves in dev.values():
         for name, s in curves.items():
             ratios.setdefault(name, []).append(detail.above_nyquist(s))
     rows = []
@@ -219,15 +243,16 @@ def spectra_block(spectra_by_scene: dict, order: list[str], paths: Paths) -> str
             sr = float(np.mean([r["sr_over_hr"] for r in ratios[name]]))
             err = float(np.mean([r["error_over_hr"] for r in ratios[name]]))
             rows.append([name, f"{sr:.2f}", f"{err:.2f}"])
-    n = len(spectra_by_scene)
+    n = len(dev)
     table = md_table(["model", "SR power / HR power above LR Nyquist", "error power / HR power above LR Nyquist"],
                      rows, ["l", "r", "r"])
     return (figure_md(out, paths.out.parent, "power spectra",
                       "Radially averaged power spectra on the HR's clear pixels at the metric's best shift (top: each "
                       "model's SR, the HR in black; bottom: the power of the SR's error over the HR's power), per "
-                      "comparison scene. Dotted: the LR Nyquist frequency (0.5 cycles per LR pixel); above it, a "
+                      "comparison scene (and, where the real sample is present, the classical models on its real scenes "
+                      "with an HR). Dotted: the LR Nyquist frequency (0.5 cycles per LR pixel); above it, a "
                       "frame holds detail only as aliasing, which several shifted frames can untangle.")
-            + f"\n\nAbove the LR Nyquist frequency, summed over frequencies and averaged over these {n} scenes "
+            + f"\n\nAbove the LR Nyquist frequency, summed over frequencies and averaged over the {n} dev scenes above "
               "(an SR ratio near 1 with an error ratio well below 1 is recovered detail; an error ratio near or above "
               "1 means the detail there is missing or invented):\n\n" + table)
 

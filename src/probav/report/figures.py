@@ -665,7 +665,7 @@ def spectra(curves: dict[str, dict[str, dict]], colours: dict[str, str], path, t
     frequency (0.5) dotted; above it only what the frames' aliasing carries can be recovered."""
     scenes = list(curves)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(2, len(scenes), figsize=(4.3 * len(scenes) + 1.8, 6.4), squeeze=False,
+        fig, axes = plt.subplots(2, len(scenes), figsize=(min(4.3 * len(scenes) + 1.8, 13.0), 6.4), squeeze=False,
                                  sharex=True, gridspec_kw={"height_ratios": [1.25, 1]})
         for col, scene in enumerate(scenes):
             top, bottom = axes[0, col], axes[1, col]
@@ -688,7 +688,12 @@ def spectra(curves: dict[str, dict[str, dict]], colours: dict[str, str], path, t
             if col == 0:
                 top.set_ylabel("power (DN²)")
                 bottom.set_ylabel("error power / HR power\n(≥ 1: detail not recovered)")
-        axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        handles = {}
+        for ax in axes[0]:
+            for line in ax.get_lines():
+                if not line.get_label().startswith("_"):
+                    handles.setdefault(line.get_label(), line)
+        axes[0, -1].legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(title)
         fig.tight_layout()
         return _save(fig, path)
