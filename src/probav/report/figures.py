@@ -655,7 +655,7 @@ def zoom(scene, predictions: dict[str, np.ndarray | None], errors: dict[str, np.
         if im_err is not None:
             cb = fig.colorbar(im_err, ax=axes[1, :].tolist(), fraction=0.015, pad=0.01)
             cb.set_label("SR − HR (DN)")
-        fig.suptitle(title, y=1.0)
+        fig.suptitle(title, y=1.07)
         return _save(fig, path)
 
 

@@ -172,12 +172,16 @@ def positions_section(params: dict, paths, index, split, out_dir: Path) -> str:
         return ("**Sub-pixel positions of the frames.** Not drawn: no labelled real scene and no dev scene "
                 f"could be registered ({'; '.join(notes) or 'none found'}).")
     out = figure(real, synthetic, paths.figures / "data_positions.png")
-    text = [figure_md(out, out_dir, "sub-pixel positions of the frames",
+    text = ["**Sub-pixel positions of the frames.** A multi-frame method gains from frames that sample the ground "
+            "between the reference frame's pixels. Each frame of each scene registered to its reference frame, its "
+            "position kept modulo one LR pixel:",
+            figure_md(out, out_dir, "sub-pixel positions of the frames",
                       "Every frame's position relative to its scene's reference frame (the star, at the centre), "
                       "modulo one LR pixel (a frame at +0.45 and one at −0.45 are a tenth of a pixel apart): real scenes (PROBA-V-REF's reference) on the left, this run's dev scenes (the simulator's "
                       "reference) on the right, with the simulator's true positions as crosses joined to the "
                       "registered ones. Dotted: the 3×3 HR pixels of one LR pixel, the middle one the reference's. Frames whose registration "
-                      "failed its checks are left out.")]
+                      "failed its checks are left out; the LR-only real scenes have no QM, so their clouds are not "
+                      "masked in the registration (its robust weights must handle them).")]
     sentences = []
     for label, table in (("real", real), ("simulated", synthetic)):
         if table.empty:
@@ -186,7 +190,9 @@ def positions_section(params: dict, paths, index, split, out_dir: Path) -> str:
         sentences.append(f"The {s['frames']} registered frames of the {s['scenes']} {label} scenes reach "
                          f"{s['cells']:.1f} of the 9 HR sub-pixel cells per scene on average; "
                          f"{100 * s['on_grid']:.0f}% lie in the reference's own HR cell (within 1/6 LR pixel of its "
-                         f"grid in both directions: no new sampling phase at the HR's resolution), and {s['failed']} frame(s) failed registration.")
+                         f"grid in both directions: no new sampling phase at the HR's resolution); "
+                         + ("every frame passed the registration's checks." if not s["failed"] else
+                            f"{s['failed']} frame(s) failed the registration's checks and are left out."))
     truth = synthetic.dropna(subset=["true_dy"]) if len(synthetic) else synthetic
     truth = truth[truth["ok"]] if len(truth) else truth
     if len(truth):
