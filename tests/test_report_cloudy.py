@@ -33,3 +33,4 @@ def test_the_real_scene_shown_has_clouds_in_its_qm():
     assert cloudy.cloudiness(real) > 0.2
     caption = cloudy.caption([("real", real), ("run", None)])
     assert real.name in caption and "test scene, no HR" in caption
+

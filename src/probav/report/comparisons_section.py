@@ -73,6 +73,7 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
     best = ran[0]
     picks = pick_scenes(best.table)
     paths_by_name = dict(zip(index["name"], index["path"]))
+    labels = dict(zip(index["name"], index["reference"])) if "reference" in index else {}
     order = ["baseline"] + [r.name for r in ran if r.name != "baseline"]
     order = [n for n in order if any(r.name == n for r in ran)]
     loaded, failures = {}, {}
@@ -87,17 +88,21 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
             failures[name] = str(err).splitlines()[0] if str(err) else type(err).__name__
             log(f"cannot load {name}: {failures[name]}", options)
     norms = read_norm(paths.raw / "norm.csv") if (paths.raw / "norm.csv").is_file() else {}
+    weights = headline_weights(params, paths)
     blocks, spectra_by_scene, misaligned = [], {}, {}
     tables = {r.name: r.table.set_index("scene") for r in ran}
     for label, name in picks:
         if name not in paths_by_name:
             continue
         scene = read_scene(paths.raw / paths_by_name[name], norm=norms.get(name))
+        if pd.notna(labels.get(name)):
+            scene.reference = scene.frame_index(int(labels[name]))
         predictions, cpsnrs = {}, {}
         for model in order:
             image = None
             if model in loaded:
                 try:
+                    scene.reference_weights = weights(loaded[model], scene)
                     image = np.asarray(loaded[model].predict(scene))
                 except Exception as err:  # noqa: BLE001
                     log(f"{model} failed on {name}: {err}", options)
@@ -133,12 +138,26 @@ def comparisons(runs: list[ModelRun], params: dict, paths: Paths, index: pd.Data
     return "\n\n".join(blocks) if blocks else "The chosen scenes could not be read."
 
 
-def _frame(scene, index) -> str:
-    """LRnnn of a frame given by its index in the scene ('?' where unknown)."""
-    try:
-        return f"LR{int(scene.ids[int(index)]):03d}"
-    except (TypeError, ValueError, IndexError):
-        return "?"
+def headline_weights(params: dict, paths: Paths):
+    """``weights(model, scene)``: the reference weights the evaluate stage gave a model that reads them, in the
+    headline track (the run's estimator where saved, else the hand-set rule; a labelled scene's label in the ref
+    track), None for the others; so the pictures show the predictions that were scored."""
+    from probav.data.reference_labels import reference_settings
+    from probav.reference import ReferenceEstimator, reference_weights
+
+    track = reference_settings(params)["track"]
+    saved = paths.models / "reference" / "estimator.json"
+    estimator = ReferenceEstimator.load(saved) if saved.is_file() else None
+
+    def weights(model, scene):
+        return reference_weights(scene, track, estimator) if getattr(model, "uses_reference", False) else None
+
+    return weights
+
+
+def _frame(number) -> str:
+    """LRnnn of a frame given by its file number (the per-scene tables' ``reference`` and ``estimated``)."""
+    return f"LR{int(number):03d}"
 
 
 def worst_text(scene, best: str, tables: dict[str, pd.DataFrame], misaligned: dict, paths: Paths) -> str:
@@ -159,22 +178,22 @@ def worst_text(scene, best: str, tables: dict[str, pd.DataFrame], misaligned: di
             if scene.name in r.index and pd.notna(r.loc[scene.name, "rank"]):
                 ranking = (f", which the estimator ranked number {int(r.loc[scene.name, 'rank'])} of {scene.frames} "
                            f"(probability {r.loc[scene.name, 'p_reference']:.2f})")
-        parts.append(f"On {scene.name} the estimator took {_frame(scene, est)} for the reference frame; the labelled "
-                     f"one is {_frame(scene, ref)}{ranking}.")
+        parts.append(f"On {scene.name} the estimator took {_frame(est)} for the reference frame; the labelled "
+                     f"one is {_frame(ref)}{ranking}.")
         if pd.notna(row.get("cpsnr_ref")) and pd.notna(row.get("cpsnr_challenge")):
             parts.append(f"Given the labelled reference, {best} scores {row['cpsnr_ref']:.2f} dB on this scene instead "
                          f"of {row['cpsnr_challenge']:.2f} (score {row['score_ref']:.4f} instead of "
                          f"{row['score_challenge']:.4f}).")
         truth = read_truth(paths.raw)
-        key_ref, key_est = (scene.name, int(scene.ids[int(ref)])), (scene.name, int(scene.ids[int(est)]))
+        key_ref, key_est = (scene.name, int(ref)), (scene.name, int(est))
         if truth and key_ref in truth and key_est in truth:
             offset = 3 * (np.array(truth[key_est]) - np.array(truth[key_ref]))
             left = offset - np.round(offset)
-            parts.append(f"In the simulator's truth {_frame(scene, est)} lies ({offset[0]:+.2f}, {offset[1]:+.2f}) HR "
-                         f"pixels (dy, dx) from {_frame(scene, ref)}, the HR's own pass: the metric's search over whole "
+            parts.append(f"In the simulator's truth {_frame(est)} lies ({offset[0]:+.2f}, {offset[1]:+.2f}) HR "
+                         f"pixels (dy, dx) from {_frame(ref)}, the HR's own pass: the metric's search over whole "
                          f"HR pixels removes the integer part and leaves ({left[0]:+.2f}, {left[1]:+.2f}).")
     elif known:
-        parts.append(f"On {scene.name} the estimator found the labelled reference frame ({_frame(scene, ref)}).")
+        parts.append(f"On {scene.name} the estimator found the labelled reference frame ({_frame(ref)}).")
     if "baseline" in tables and scene.name in tables["baseline"].index:
         parts.append(f"The baseline scores {tables['baseline'].loc[scene.name, 'cpsnr']:.2f} dB here, {best} "
                      f"{row['cpsnr']:.2f}.")
