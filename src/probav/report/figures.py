@@ -481,7 +481,9 @@ def score_against(tables: dict[str, pd.DataFrame], best: str, path) -> Path:
         axes[0].set_ylabel("score per dev scene (lower is better)")
         axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False,
                        title="model: Spearman ρ with\nclearance, frames")
-        fig.suptitle(f"{scenes} dev scenes: |ρ| below {chance_rho(scenes):.2f} is within chance (p ≥ 0.05)")
+        chance = chance_rho(scenes)
+        fig.suptitle(f"{scenes} dev scenes" + (f": |ρ| below {chance:.2f} is within chance (p ≥ 0.05)"
+                                               if np.isfinite(chance) else ": too few for a correlation"))
         fig.tight_layout()
         return _save(fig, path)
 

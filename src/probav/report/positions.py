@@ -150,7 +150,7 @@ def synthetic_positions(raw: Path, index: pd.DataFrame | None, split: pd.DataFra
     from probav.data.stats import read_truth, sample_evenly
     from probav.scene import read_scene
 
-    if index is None or split is None or "reference" not in index:
+    if index is None or split is None or "reference" not in index or "subset" not in split:
         return pd.DataFrame(columns=COLUMNS)
     dev = set(split.loc[split["subset"] == "dev", "name"])
     rows = index[index["name"].isin(dev) & index["reference"].notna()].sort_values("name")
@@ -158,7 +158,8 @@ def synthetic_positions(raw: Path, index: pd.DataFrame | None, split: pd.DataFra
     tables = []
     for _, row in pd.DataFrame(sample_evenly([r for _, r in rows.iterrows()], count)).iterrows():
         scene = read_scene(raw / row["path"])
-        tables.append(frame_positions(scene, scene.frame_index(int(row["reference"])), truth, "synthetic"))
+        if int(row["reference"]) in set(scene.ids.tolist()):
+            tables.append(frame_positions(scene, scene.frame_index(int(row["reference"])), truth, "synthetic"))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
 
 
