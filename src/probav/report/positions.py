@@ -68,7 +68,7 @@ def summary(table: pd.DataFrame) -> dict[str, float]:
             "cells": float(np.mean(cells)), "on_grid": float(near.mean())}
 
 
-def figure(real: pd.DataFrame, synthetic: pd.DataFrame, path) -> Path:
+def figure(real: pd.DataFrame, synthetic: pd.DataFrame, path, run_label: str = "simulated scenes") -> Path:
     """Two LR pixels centred on the reference frame's grid point, side by side: the real scenes' frames (colour per
     scene) and the simulator's (registered dots, true positions as crosses joined to them), the HR pixels as a
     dotted 3×3 grid."""
@@ -76,7 +76,7 @@ def figure(real: pd.DataFrame, synthetic: pd.DataFrame, path) -> Path:
 
     from probav.report.figures import STYLE, _save
 
-    panels = [("real scenes", real), ("simulated scenes", synthetic)]
+    panels = [("real scenes", real), (run_label, synthetic)]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(11.4, 5.6))
         for ax, (label, table) in zip(axes, panels):
@@ -163,7 +163,7 @@ def synthetic_positions(raw: Path, index: pd.DataFrame | None, split: pd.DataFra
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
 
 
-def positions_section(params: dict, paths, index, split, out_dir: Path) -> str:
+def positions_section(params: dict, paths, index, split, out_dir: Path, source: str = "synthetic") -> str:
     """The figure and its sentences (a sentence alone where the real scenes or the run's are missing)."""
     from probav.report.markdown import figure_md
 
@@ -172,7 +172,8 @@ def positions_section(params: dict, paths, index, split, out_dir: Path) -> str:
     if real.empty and synthetic.empty:
         return ("**Sub-pixel positions of the frames.** Not drawn: no labelled real scene and no dev scene "
                 f"could be registered ({'; '.join(notes) or 'none found'}).")
-    out = figure(real, synthetic, paths.figures / "data_positions.png")
+    run_label = "simulated" if source == "synthetic" else "this run's dev"
+    out = figure(real, synthetic, paths.figures / "data_positions.png", f"{run_label} scenes")
     text = ["**Sub-pixel positions of the frames.** A multi-frame method gains from frames that sample the ground "
             "between the reference frame's pixels. Each frame of each scene registered to its reference frame, its "
             "position kept modulo one LR pixel:",
@@ -184,7 +185,7 @@ def positions_section(params: dict, paths, index, split, out_dir: Path) -> str:
                       "failed its checks are left out; the LR-only real scenes have no QM, so their clouds are not "
                       "masked in the registration (its robust weights must handle them).")]
     sentences = []
-    for label, table in (("real", real), ("simulated", synthetic)):
+    for label, table in (("real", real), (run_label, synthetic)):
         if table.empty:
             continue
         s = summary(table)

@@ -134,4 +134,5 @@ def fill(report) -> dict[str, str]:
     from probav.report.positions import positions_section
 
     return {"realism_section": realism_section(report.paths, report.source, report.real_root, report.out_dir)
-            + "\n\n" + positions_section(report.params, report.paths, report.index, report.split, report.out_dir)}
+            + "\n\n" + positions_section(report.params, report.paths, report.index, report.split, report.out_dir,
+                                report.source)}
