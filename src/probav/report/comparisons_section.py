@@ -201,11 +201,10 @@ def worst_text(scene, best: str, tables: dict[str, pd.DataFrame], misaligned: di
     if shift is not None:
         others = [f"{np.hypot(*v):.2f} on the {k} scene" for k, v in misaligned.items() if k != "worst" and v is not None]
         parts.append(f"Registering {best}'s prediction onto the HR after the metric's best shift measures a residual "
-                     f"misalignment of {np.hypot(*shift):.2f} HR pixels (the shift that brings it onto the HR: dy "
-                     f"{shift[0]:+.2f}, dx {shift[1]:+.2f})"
-                     + (f" (against {', '.join(others)})" if others else "")
-                     + ": a fraction of a pixel that the metric cannot undo, drawn in the error map as paired red and "
-                       "blue edges on either side of sharp edges.")
+                     f"misalignment of {np.hypot(*shift):.2f} HR pixels (dy {shift[0]:+.2f}, dx {shift[1]:+.2f} bring it "
+                     f"onto the HR)" + (f", against {' and '.join(others)}" if others else "")
+                     + ": a fraction of a pixel that the metric cannot undo, drawn in the error maps as paired red and "
+                       "blue bands on the two sides of every sharp edge.")
     elif misaligned:
         parts.append(f"Registering {best}'s prediction onto the HR failed its checks, so its misalignment is not measured.")
     return "**What the worst scene shows.** " + " ".join(parts) if parts else ""
