@@ -69,7 +69,8 @@ def above_nyquist(spectrum: dict) -> dict[str, float]:
     (1 = as much detail as the HR) and the error's (below 1: more of that detail recovered than missed)."""
     high = spectrum["freq"] > 0.5
     hr = float(spectrum["hr"][high].sum())
-    return {"sr_over_hr": float(spectrum["sr"][high].sum()) / hr, "error_over_hr": float(spectrum["error"][high].sum()) / hr}
+    return {"sr_over_hr": float(spectrum["sr"][high].sum()) / hr,
+            "error_over_hr": float(spectrum["error"][high].sum()) / hr}
 
 
 def zoom_window(hr: np.ndarray, sm: np.ndarray, size: int = ZOOM, margin: int = 8) -> tuple[int, int]:

@@ -179,11 +179,14 @@ def positions_section(params: dict, paths, index, split, out_dir: Path, source: 
             "position kept modulo one LR pixel:",
             figure_md(out, out_dir, "sub-pixel positions of the frames",
                       "Every frame's position relative to its scene's reference frame (the star, at the centre), "
-                      "modulo one LR pixel (a frame at +0.45 and one at −0.45 are a tenth of a pixel apart): real scenes (PROBA-V-REF's reference) on the left, this run's dev scenes (the simulator's "
-                      "reference) on the right, with the simulator's true positions as crosses joined to the "
-                      "registered ones. Dotted: the 3×3 HR pixels of one LR pixel, the middle one the reference's. Frames whose registration "
-                      "failed its checks are left out; the LR-only real scenes have no QM, so their clouds are not "
-                      "masked in the registration (its robust weights must handle them).")]
+                      "modulo one LR pixel (a frame at +0.45 and one at −0.45 are a tenth of a pixel apart): real "
+                      "scenes (PROBA-V-REF's reference) on the left, this run's dev scenes (their labelled reference) "
+                      "on the right"
+                      + (", with the simulator's true positions as crosses joined to the registered ones"
+                         if len(synthetic) and synthetic["true_dy"].notna().any() else "")
+                      + ". Dotted: the 3×3 HR pixels of one LR pixel, the middle one the reference's. Frames whose "
+                        "registration failed its checks are left out; the LR-only real scenes have no QM, so their "
+                        "clouds are not masked in the registration (its robust weights must handle them).")]
     sentences = []
     for label, table in (("real", real), (run_label, synthetic)):
         if table.empty:
