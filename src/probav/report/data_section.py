@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from probav.data import stats as data_stats
-from probav.report import figures
+from probav.report import cloudy, figures
 from probav.report.inputs import Paths, ReportInputs, log
 from probav.report.markdown import figure_md, fmt, md_table
 
@@ -130,17 +130,16 @@ def real_section(run_stats, real_stats, run_scene, real_scene, run_norms, real_n
         parts.append("The data of this run could not be read (no scene index), so they are not compared here.")
         return "\n\n".join(parts)
     if run_scene is not None and real_scene is not None:
-        out = figures.scene_pair([("real (probav-mini)", real_scene), (run_label, run_scene)],
-                                 paths.figures / "data_real_vs_run.png")
-        parts.append(figure_md(out, paths.out.parent, "a real and a synthetic scene",
-                               "Top: the real scene imgset0000 (RED). Bottom: a scene of this run (same band). "
-                               "Each image stretched to its own 1st–99th percentiles."))
+        rows = [("real (probav-mini)", real_scene), (run_label, run_scene)]
+        out = figures.scene_pair(rows, paths.figures / "data_real_vs_run.png")
+        parts.append(figure_md(out, paths.out.parent, "a real and a synthetic scene", cloudy.caption(rows)))
     out = figures.distributions(run_stats, real_stats, run_norms, real_norms, paths.figures / "data_distributions.png",
                                 run_label, "real")
     parts.append(figure_md(out, paths.out.parent, "distributions and spectra",
                            "Per band: density of clear LR values, mean radial power spectra of fully clear LR "
                            "frames (circles) and HR images (squares; HR frequencies converted to cycles per LR "
-                           "pixel), and the scene norms (baseline cPSNR). Real: the sample's scenes and the "
+                           "pixel), each divided by its mean power below the LR Nyquist frequency so that shapes "
+                           "compare (a source without a fully clear image is named in the panel instead), and the scene norms (baseline cPSNR). Real: the sample's scenes and the "
                            "official norm.csv (all 1450 scenes)."))
     parts.append(compare_text(run_stats, real_stats, run_norms, real_norms, run_label))
     return "\n\n".join(parts)
@@ -218,17 +217,7 @@ def fill(report: ReportInputs) -> dict[str, str]:
                                   + "\n\n" + values_text(real_stats, "real sample"))
     run_norms = data_stats.norms_by_band(paths.raw / "norm.csv", index)
     real_norms = data_stats.norms_by_band(real_root / "norm.csv") if real_root is not None else {}
-    run_scene = real_scene = None
-    if real_root is not None:
-        from probav.scene import read_scene
-        real_dirs = [d for d in data_stats.folder_sample(real_root).get("RED", []) if (d / "HR.png").is_file()]
-        real_scene = read_scene(real_dirs[0]) if real_dirs else None
-        if index is not None:
-            band = real_scene.band if real_scene is not None else "RED"
-            cands = index[(index["split"] == "train") & (index["band"] == band)
-                          & ((index["status"] == "ok") if "status" in index else True)]
-            if len(cands):
-                run_scene = read_scene(paths.raw / cands.iloc[0]["path"])
+    real_scene, run_scene = cloudy.cloudy_pair(real_root, paths.raw, index) if real_root is not None else (None, None)
     real_summary = ""
     if real_stats is not None:
         n = sum(len(s.scenes) for s in real_stats.values())

@@ -227,28 +227,66 @@ def shifts(run: dict[str, BandStats], real: dict[str, BandStats] | None, path) -
         return _save(fig, path)
 
 
+MASK_RGBA = (0.0, 0.85, 0.95, 0.5)   # masked pixels (QM or SM) tinted cyan, half transparent
+
+
+def _masked_overlay(ax, mask: np.ndarray) -> None:
+    """Tint the pixels where ``mask`` is False (clouds) over what the axes show."""
+    if not mask.all():
+        overlay = np.zeros(mask.shape + (4,))
+        overlay[~mask] = MASK_RGBA
+        ax.imshow(overlay, interpolation="nearest")
+
+
 def scene_pair(rows: list[tuple[str, object]], path) -> Path:
-    """Side by side, one row per scene: its clearest LR frame, that frame's QM and the HR."""
+    """One row per (label, scene): its cloudiest usable LR frame, the same with the QM's clouds tinted, the count
+    of clear frames per pixel, and the HR with the SM's clouds tinted (the clearest frame ×3 under the SM where
+    there is no HR). Grey ranges from clear pixels only."""
+    from matplotlib.ticker import MaxNLocator
+
+    from probav.report.cloudy import cloudiest_usable
+
+    rows = [(label, scene) for label, scene in rows if scene is not None]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.4 * len(rows)), squeeze=False)
+        fig, axes = plt.subplots(len(rows), 4, figsize=(12.6, 3.3 * len(rows)), squeeze=False)
         for (label, scene), ax in zip(rows, axes):
-            k = int(np.argmax(scene.clearance))
+            k = cloudiest_usable(scene)
+            frame_no = int(scene.ids[k])
             vmin, vmax = stretch(scene.lr[k], scene.qm[k])
-            _image(ax[0], scene.lr[k], vmin, vmax, f"{label}\n{scene.name} {scene.band}: LR{k:03d} (128×128, 300 m)")
-            _image(ax[1], scene.qm[k], 0, 1, f"QM{k:03d}: clear {scene.clearance[k]:.0%} (white = clear)")
-            for spine in ax[1].spines.values():
-                spine.set_visible(True)
-                spine.set_color("0.5")
+            _image(ax[0], scene.lr[k], vmin, vmax,
+                   f"{label}: {scene.name} {scene.band}\nLR{frame_no:03d}, {scene.clearance[k]:.0%} clear (300 m px)")
+            _image(ax[1], scene.lr[k], vmin, vmax, f"QM{frame_no:03d}: masked pixels tinted")
+            _masked_overlay(ax[1], scene.qm[k])
+            counts = scene.qm.sum(axis=0)
+            im = _image(ax[2], counts, 0, scene.frames, f"clear frames per pixel (of {scene.frames})", cmap="viridis")
+            cb = fig.colorbar(im, ax=ax[2], fraction=0.046, pad=0.03)
+            cb.set_label("frames")
+            cb.locator = MaxNLocator(integer=True)
+            cb.update_ticks()
             if scene.hr is not None:
                 vmin, vmax = stretch(scene.hr, scene.sm)
-                im = _image(ax[2], scene.hr, vmin, vmax, f"HR (384×384, 100 m), clear {scene.sm.mean():.0%}")
-                cb = fig.colorbar(im, ax=ax[2], fraction=0.046, pad=0.03)
-                cb.set_label("reflectance (DN)")
+                _image(ax[3], scene.hr, vmin, vmax, f"HR (100 m px), {scene.sm.mean():.0%} clear in its SM")
+                _masked_overlay(ax[3], scene.sm)
+            elif scene.sm is not None:
+                c = int(np.argmax(scene.clearance))
+                big = np.kron(scene.lr[c], np.ones((SCALE, SCALE)))
+                vmin, vmax = stretch(scene.lr[c], scene.qm[c])
+                _image(ax[3], big, vmin, vmax, f"no HR (test scene); its SM ({scene.sm.mean():.0%} clear)\n"
+                                               f"over LR{int(scene.ids[c]):03d} ×3")
+                _masked_overlay(ax[3], scene.sm)
             else:
-                ax[2].set_axis_off()
-                ax[2].text(0.5, 0.5, "no HR (test scene)", ha="center", transform=ax[2].transAxes)
+                ax[3].set_axis_off()
+                ax[3].text(0.5, 0.5, "no HR, no SM", ha="center", transform=ax[3].transAxes)
         fig.tight_layout()
         return _save(fig, path)
+
+
+def normalised_spectrum(freq: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """``power`` divided by its mean over the rings below the LR Nyquist frequency (``freq`` ≤ 0.5 cycles per
+    LR pixel): curves of different brightness and resolution compare by shape, and an HR's power above that
+    frequency reads against the same scale."""
+    below = np.asarray(freq) <= 0.5
+    return np.asarray(power, np.float64) / float(np.mean(np.asarray(power)[below]))
 
 
 def distributions(run: dict[str, BandStats], real: dict[str, BandStats] | None, run_norms: dict,
@@ -269,27 +307,34 @@ def distributions(run: dict[str, BandStats], real: dict[str, BandStats] | None, 
             for label, s, _, c, ls in sources:
                 if s is not None and s.lr_clear_hist.any():
                     dens = s.lr_clear_hist / s.lr_clear_hist.sum() / VALUE_BIN
-                    ax.plot(centres, dens, color=c, ls=ls, label=f"{label} ({len(s.scenes)} scenes)")
+                    ax.plot(centres, dens, color=c, ls=ls,
+                            label=f"{label} ({len(s.scenes)} scene{'s' if len(s.scenes) != 1 else ''})")
             ax.set(xlim=(0, 20000), xlabel="clear LR reflectance (DN)", ylabel="density (1/DN)",
                    title=f"{band}: values of clear LR pixels")
             ax.legend()
             ax = row[1]
+            missing = []
             for label, s, _, c, ls in sources:
-                if s is None:
-                    continue
+                drawn = False
                 for which, marker in (("lr", "o"), ("hr", "s")):
-                    spec = s.mean_spectrum(which)
+                    spec = s.mean_spectrum(which) if s is not None else None
                     if spec is not None:
-                        # HR: cycles per HR pixel × 3 = cycles per LR pixel; density per LR pixel² = / 9
+                        # HR: cycles per HR pixel × 3 = cycles per LR pixel
                         f = s.spectrum_freq if which == "lr" else s.spectrum_freq * SCALE
-                        p = spec if which == "lr" else spec / SCALE ** 2
                         n = len(s.lr_spectra if which == "lr" else s.hr_spectra)
-                        ax.loglog(f, p, color=c, ls=ls, marker=marker, ms=3,
+                        ax.loglog(f, normalised_spectrum(f, spec), color=c, ls=ls, marker=marker, ms=3,
                                   label=f"{label} {which.upper()} ({n} images)")
+                        drawn = True
+                if not drawn:
+                    missing.append(label)
             ax.axvline(0.5, color="0.5", lw=0.8, ls=":")
+            if missing:
+                ax.text(0.03, 0.03, "no fully clear image: " + ", ".join(missing), transform=ax.transAxes,
+                        fontsize=8.5, color="0.25")
             ax.set(xlabel="spatial frequency (cycles per LR pixel; LR Nyquist = 0.5)",
-                   ylabel="power spectral density (DN²·px²)", title=f"{band}: power spectra of fully clear images")
-            ax.legend(fontsize=8)
+                   ylabel="power / mean power below LR Nyquist",
+                   title=f"{band}: spectral shape of fully clear images")
+            ax.legend(fontsize=8, loc="upper right")
             ax = row[2]
             all_n = [n for _, _, n, _, _ in sources if n is not None and len(n)]
             if all_n:
@@ -310,65 +355,135 @@ def distributions(run: dict[str, BandStats], real: dict[str, BandStats] | None, 
 
 # --------------------------------------------------------------------------- result figures
 
-def score_boxes(tables: dict[str, pd.DataFrame], path) -> Path:
-    """Per-scene score of every model (box plot, best mean at the top); 1 = the official baseline."""
-    names = sorted(tables, key=lambda m: tables[m]["score"].mean(), reverse=True)
+def paired_scores(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per-scene scores side by side: one row per scene scored by every model, one column per model ordered
+    from the worst mean score to the best (a scene some model lacks is left out), and a ``band`` column."""
+    order = sorted(tables, key=lambda m: (-tables[m]["score"].mean(), m))
+    wide = pd.concat({m: tables[m].set_index("scene")["score"] for m in order}, axis=1).dropna()
+    first = tables[order[0]].set_index("scene")
+    wide.insert(0, "band", first["band"].reindex(wide.index) if "band" in first else "")
+    return wide.sort_index()
+
+
+SLOPES_CAPTION = ("Left: each line is one dev scene's score under every model, from the worst mean score to the "
+                  "best (colour: band); black diamonds: the mean, the official score. Right: the two best models "
+                  "paired scene by scene, blue where the best scores better. Dashed: the baseline (1).")
+
+
+def score_slopes(tables: dict[str, pd.DataFrame], path) -> Path:
+    """Paired per-scene scores. Left: every model from the worst mean to the best, each dev scene a line through
+    its scores (colour: band), the mean in black. Right: the runner-up against the best, each scene a line,
+    blue where the best model scores better on it, orange where worse."""
+    wide = paired_scores(tables)
+    models = [c for c in wide.columns if c != "band"]
+    x = np.arange(len(models))
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(10, 1.0 + 0.55 * max(len(names), 2)))
-        data = [tables[m]["score"].to_numpy() for m in names]
-        box = ax.boxplot(data, orientation="horizontal", tick_labels=names, widths=0.6, patch_artist=True,
-                         showmeans=True, meanprops=dict(marker="D", markerfacecolor="w", markeredgecolor="k", ms=5),
-                         flierprops=dict(marker=".", ms=4, alpha=0.5), medianprops=dict(color="k"))
-        colours = model_colours(sorted(tables))
-        for patch, name in zip(box["boxes"], names):
-            patch.set_facecolor(colours[name])
-            patch.set_alpha(0.55)
-        ax.axvline(1.0, color="C3", ls="--", lw=1)
-        ax.set(xlabel="score = norm / cPSNR per dev scene (lower is better; official baseline = 1)",
-               title=f"Score per dev scene ({len(next(iter(tables.values())))} scenes; ◇ = mean)")
-        ax.grid(axis="y", visible=False)
+        fig, axes = plt.subplots(1, 2, figsize=(13.0, 4.8), gridspec_kw={"width_ratios": [2.6, 1]})
+        ax = axes[0]
+        for _, row in wide.iterrows():
+            ax.plot(x, row[models].to_numpy(float), "-", lw=0.8, alpha=0.45,
+                    color=BAND_COLOURS.get(row["band"], "0.5"))
+        ax.plot(x, wide[models].mean().to_numpy(), "-D", color="k", lw=2, ms=5, label="mean (the official score)")
+        for band, colour in BAND_COLOURS.items():
+            n = int((wide["band"] == band).sum())
+            if n:
+                ax.plot([], [], color=colour, lw=1, label=f"a {band} scene ({n})")
+        ax.axhline(1.0, color="C3", ls="--", lw=1)
+        ax.set_xticks(x, models, rotation=20, ha="right")
+        ax.set(ylabel="score per dev scene (lower is better)",
+               title=f"Every dev scene through every model ({len(wide)} scenes), worst mean → best")
+        ax.legend(loc="lower left", fontsize=8.5)
+        ax = axes[1]
+        if len(models) >= 2:
+            second, best = models[-2], models[-1]
+            a, b = wide[second].to_numpy(float), wide[best].to_numpy(float)
+            better = b < a
+            for ya, yb, good in zip(a, b, better):
+                ax.plot([0, 1], [ya, yb], "-o", ms=3, lw=1, alpha=0.75, color="#2e6fb7" if good else "#e67e22")
+            ax.set_xticks([0, 1], [second, best])
+            ax.set_xlim(-0.3, 1.3)
+            ax.axhline(1.0, color="C3", ls="--", lw=1)
+            ax.set_title(f"{best} better on {int(better.sum())} of {len(a)} scenes\n"
+                         f"(median difference {np.median(b - a):+.4f})")
+            ax.set_ylabel("score per dev scene")
+        else:
+            ax.set_axis_off()
+        for a_ in axes:
+            a_.grid(axis="x", visible=False)
         fig.tight_layout()
         return _save(fig, path)
 
 
-def _binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.digitize(x, edges[1:-1])
-    xs, ys = [], []
-    for i in range(len(edges) - 1):
-        sel = idx == i
-        if sel.sum() >= 2:
-            xs.append(x[sel].mean())
-            ys.append(y[sel].mean())
-    return np.array(xs), np.array(ys)
+def robust_limits(values: np.ndarray, reach: float = 3.0) -> tuple[float, float]:
+    """Axis limits that hold every value within ``reach`` interquartile ranges of the quartiles (so one outlier
+    does not squash the rest), with a small margin."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    q1, q3 = np.percentile(v, [25, 75])
+    iqr = max(q3 - q1, 1e-6)
+    lo, hi = max(v.min(), q1 - reach * iqr), min(v.max(), q3 + reach * iqr)
+    pad = 0.06 * max(hi - lo, 1e-6)
+    return float(lo - pad), float(hi + pad)
+
+
+AGAINST_CAPTION = ("Every dev scene of every model as a dot (the best model's larger); legend: each model's Spearman ρ "
+                   "between the score and the clearance, and the number of frames, over the scenes; the title gives "
+                   "the |ρ| below which a correlation is within chance (two-sided p ≥ 0.05). Scores beyond three "
+                   "interquartile ranges of the quartiles are drawn as triangles on the axis edge. Dashed: the baseline.")
+
+
+def chance_rho(scenes: int, alpha: float = 0.05) -> float:
+    """The |ρ| a rank correlation over ``scenes`` must exceed for a two-sided p below ``alpha`` (the t
+    approximation scipy's spearmanr uses)."""
+    from scipy.stats import t
+
+    df = scenes - 2
+    if df < 1:
+        return float("nan")
+    q = float(t.ppf(1 - alpha / 2, df))
+    return q / float(np.sqrt(df + q * q))
 
 
 def score_against(tables: dict[str, pd.DataFrame], best: str, path) -> Path:
-    """Score against the mean clearance of the LR frames and against the number of frames: every
-    scene of every model as a dot (the best model's larger), and each model's mean in bins of equal
-    scene counts as a line where there are enough scenes (at least 12)."""
+    """Score against the mean clearance of the LR frames and against the number of frames: every scene of every
+    model as a dot (the best model's larger), each model's Spearman ρ in the legend; no fitted or binned line,
+    which a few dozen scenes cannot support. The y axis holds the bulk of the scores; outliers sit on its edge."""
+    from scipy.stats import spearmanr
+
     colours = model_colours(sorted(tables))
     order = sorted(tables, key=lambda m: (m == best, m))  # the best model drawn last, on top
+    lo, hi = robust_limits(np.concatenate([tables[m]["score"].to_numpy(float) for m in order]))
+    columns = (("clearance", "mean clear fraction of the LR frames (QM)", "Score against clearance"),
+               ("frames", "LR frames in the scene", "Score against the number of frames"))
+
+    def rho(tab, column):
+        x, y = tab[column].to_numpy(float), tab["score"].to_numpy(float)
+        return spearmanr(x, y).statistic if len(np.unique(x)) > 2 and len(np.unique(y)) > 2 else float("nan")
+
+    scenes = len(tables[best])
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.3), sharey=True)
-        for ax, column, label, title in (
-                (axes[0], "clearance", "mean clear fraction of the LR frames (QM)", "Score against clearance"),
-                (axes[1], "frames", "LR frames in the scene", "Score against the number of frames")):
+        for ax, (column, label, title) in zip(axes, columns):
             for name in order:
                 tab = tables[name]
                 x, y = tab[column].to_numpy(float), tab["score"].to_numpy(float)
                 big = name == best
-                ax.scatter(x, y, s=22 if big else 10, color=colours[name], alpha=0.85 if big else 0.45, lw=0,
-                           label=f"{name}{' (best)' if big else ''}", zorder=3 if big else 2)
-                if len(x) >= 12 and len(np.unique(x)) >= 4:
-                    nbins = int(min(6, len(x) // 6))
-                    edges = np.unique(np.quantile(x, np.linspace(0, 1, nbins + 1)))
-                    xs, ys = _binned(x, y, edges)
-                    if len(xs) >= 2:
-                        ax.plot(xs, ys, "-", lw=1.6 if big else 1.0, color=colours[name], zorder=4)
+                rhos = ", ".join(f"{r:+.2f}" if np.isfinite(r) else "n/a" for r in (rho(tab, c) for c, _, _ in columns))
+                inside = (y >= lo) & (y <= hi)
+                ax.scatter(x[inside], y[inside], s=24 if big else 10, color=colours[name], alpha=0.9 if big else 0.45,
+                           lw=0, zorder=3 if big else 2, label=f"{name}{' (best)' if big else ''}: {rhos}")
+                for edge, sel, marker in ((hi, y > hi, "^"), (lo, y < lo, "v")):
+                    if sel.any():
+                        ax.scatter(x[sel], np.full(sel.sum(), edge), marker=marker, s=40 if big else 22,
+                                   color=colours[name], zorder=4, clip_on=False)
             ax.axhline(1.0, color="C3", ls="--", lw=1)
-            ax.set(xlabel=label, title=title)
+            ax.set(xlabel=label, title=title, ylim=(lo, hi))
         axes[0].set_ylabel("score per dev scene (lower is better)")
-        axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="model (dots: scenes,\nlines: binned means)")
+        axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False,
+                       title="model: Spearman ρ with\nclearance, frames")
+        chance = chance_rho(scenes)
+        fig.suptitle(f"{scenes} dev scenes" + (f": |ρ| below {chance:.2f} is within chance (p ≥ 0.05)"
+                                               if np.isfinite(chance) else ": too few for a correlation"))
         fig.tight_layout()
         return _save(fig, path)
 
@@ -492,5 +607,95 @@ def effect(points: pd.DataFrame, x: str, path, xlabel: str, title: str, marker=N
             ax.axvline(marker, color="0.4", ls=":", lw=1.2, label=f"this run's setting ({marker})")
         ax.set(xlabel=xlabel, ylabel="mean score (lower is better)", title=title)
         ax.legend()
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def zoom(scene, predictions: dict[str, np.ndarray | None], errors: dict[str, np.ndarray | None],
+         cpsnrs: dict[str, float], window: tuple[int, int, int], path, title: str) -> Path:
+    """One small window (``window`` = (y, x, size) in HR pixels) enlarged: top row the clearest LR frame, every
+    model's SR and the HR in one grey range (the HR's clear 1st–99th percentiles); bottom row each model's
+    error (SR − HR at the metric's best shift, bias removed) in one shared diverging range, grey where the SM
+    is cloudy, with its RMS in the window."""
+    y0, x0, size = window
+    win = (slice(y0, y0 + size), slice(x0, x0 + size))
+    lr_win = (slice(y0 // SCALE, (y0 + size) // SCALE), slice(x0 // SCALE, (x0 + size) // SCALE))
+    vmin, vmax = stretch(scene.hr[win], scene.sm[win])
+    k = int(np.argmax(scene.clearance))
+    names = [n for n in predictions if predictions[n] is not None]
+    errs = {n: errors[n][win] for n in names if errors.get(n) is not None}
+    finite = [np.abs(e[np.isfinite(e)]) for e in errs.values() if np.isfinite(e).any()]
+    lim = max(float(np.percentile(np.concatenate(finite), 99)), 1.0) if finite else 1.0
+    cols = len(names) + 2
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.6")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, cols, figsize=(1.5 * cols + 0.9, 3.9), squeeze=False,
+                                 gridspec_kw={"wspace": 0.06, "hspace": 0.32})
+        _image(axes[0, 0], np.kron(scene.lr[k][lr_win], np.ones((SCALE, SCALE))), vmin, vmax, f"LR{k:03d}\n(clearest)")
+        im = None
+        for col, name in enumerate(names, start=1):
+            cp = cpsnrs.get(name)
+            im = _image(axes[0, col], predictions[name][win], vmin, vmax,
+                        name if cp is None else f"{name}\n{cp:.2f} dB")
+        _image(axes[0, -1], scene.hr[win], vmin, vmax, "HR\n(target)")
+        for ax in (axes[1, 0], axes[1, -1]):
+            ax.set_axis_off()
+        im_err = None
+        for col, name in enumerate(names, start=1):
+            ax = axes[1, col]
+            if name not in errs:
+                ax.set_axis_off()
+                continue
+            e = errs[name]
+            rms = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else float("nan")
+            im_err = _image(ax, np.ma.masked_invalid(e), -lim, lim, f"error, RMS {rms:.0f}", cmap=cmap)
+        axes[1, 0].text(0.5, 0.5, f"{size}×{size} HR px\n({size * 100 / 1000:.1f} km)\nat y {y0}, x {x0}",
+                        ha="center", va="center", transform=axes[1, 0].transAxes, fontsize=9)
+        if im is not None:
+            cb = fig.colorbar(im, ax=axes[0, :].tolist(), fraction=0.015, pad=0.01)
+            cb.set_label("DN")
+        if im_err is not None:
+            cb = fig.colorbar(im_err, ax=axes[1, :].tolist(), fraction=0.015, pad=0.01)
+            cb.set_label("SR − HR (DN)")
+        fig.suptitle(title, y=1.07)
+        return _save(fig, path)
+
+
+def spectra(curves: dict[str, dict[str, dict]], colours: dict[str, str], path, title: str) -> Path:
+    """Per scene (a column): top, the radially averaged power of each model's SR and of the HR; bottom, the
+    power of each model's error over the HR's power. Frequencies in cycles per LR pixel, the LR Nyquist
+    frequency (0.5) dotted; above it only what the frames' aliasing carries can be recovered."""
+    scenes = list(curves)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, len(scenes), figsize=(min(4.3 * len(scenes) + 1.8, 13.0), 6.4), squeeze=False,
+                                 sharex=True, gridspec_kw={"height_ratios": [1.25, 1]})
+        for col, scene in enumerate(scenes):
+            top, bottom = axes[0, col], axes[1, col]
+            drawn_hr = False
+            for name, s in curves[scene].items():
+                f = s["freq"]
+                keep = f > 0.02
+                if not drawn_hr:
+                    top.loglog(f[keep], s["hr"][keep], color="k", lw=2.2, label="HR (target)")
+                    drawn_hr = True
+                top.loglog(f[keep], s["sr"][keep], color=colours.get(name, "C0"), lw=1.1, label=name)
+                bottom.loglog(f[keep], s["error"][keep] / s["hr"][keep], color=colours.get(name, "C0"), lw=1.1)
+            for ax in (top, bottom):
+                ax.axvline(0.5, color="0.3", ls=":", lw=1.2)
+            top.text(0.52, 0.97, "LR Nyquist", transform=top.get_xaxis_transform(), va="top", fontsize=8.5,
+                     color="0.3")
+            bottom.axhline(1.0, color="C3", ls="--", lw=1)
+            top.set_title(scene)
+            bottom.set_xlabel("spatial frequency (cycles per LR pixel)")
+            if col == 0:
+                top.set_ylabel("power (DN²)")
+                bottom.set_ylabel("error power / HR power\n(≥ 1: detail not recovered)")
+        handles = {}
+        for ax in axes[0]:
+            for line in ax.get_lines():
+                if not line.get_label().startswith("_"):
+                    handles.setdefault(line.get_label(), line)
+        axes[0, -1].legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(title)
         fig.tight_layout()
         return _save(fig, path)

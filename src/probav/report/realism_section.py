@@ -11,17 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from probav.report.cloudy import cloudiest_usable  # noqa: E402
 from probav.report.figures import _save, stretch  # noqa: E402
 from probav.scene import BANDS, SCALE  # noqa: E402
 
 CLOUD_RGBA = (1.0, 0.55, 0.0, 0.55)   # masked pixels drawn over the frame, half transparent
-
-
-def _cloudiest_usable(scene) -> int:
-    """The frame that shows the most masked clouds while at least 60% clear (or the clearest one)."""
-    clearance = scene.clearance
-    usable = np.flatnonzero(clearance >= 0.6)
-    return int(usable[np.argmin(clearance[usable])]) if len(usable) else int(np.argmax(clearance))
 
 
 def _show(ax, image, vmin, vmax, title, mask=None):
@@ -43,7 +37,7 @@ def scenes_figure(rows: list[tuple[str, object]], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.3 * len(rows)), squeeze=False)
     for (label, scene), ax in zip(rows, axes):
-        k = _cloudiest_usable(scene)
+        k = cloudiest_usable(scene)
         frame = np.repeat(np.repeat(scene.lr[k].astype(np.float64), SCALE, 0), SCALE, 1)
         mask = np.repeat(np.repeat(scene.qm[k], SCALE, 0), SCALE, 1)
         vmin, vmax = stretch(scene.hr if scene.hr is not None else frame, None if scene.hr is None else scene.sm)
@@ -136,5 +130,9 @@ def realism_section(paths, source: str, real_root: Path | None, out_dir: Path) -
 
 
 def fill(report) -> dict[str, str]:
-    """``realism_section`` for a ``probav.report.inputs.ReportInputs``."""
-    return {"realism_section": realism_section(report.paths, report.source, report.real_root, report.out_dir)}
+    """``realism_section`` for a ``probav.report.inputs.ReportInputs``, then the frames' sub-pixel positions."""
+    from probav.report.positions import positions_section
+
+    return {"realism_section": realism_section(report.paths, report.source, report.real_root, report.out_dir)
+            + "\n\n" + positions_section(report.params, report.paths, report.index, report.split, report.out_dir,
+                                report.source)}

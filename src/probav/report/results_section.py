@@ -151,14 +151,10 @@ def fill(report: ReportInputs) -> dict[str, str]:
            "results_text": results_text(runs, bench_ms)}
     if ran:
         tables = {r.name: r.table for r in ran}
-        box = figures.score_boxes(tables, figures_dir / "results_scores.png")
-        out["fig_scores"] = figure_md(box, out_dir, "score per scene",
-                                      "Box: quartiles of the per-scene scores; whiskers: 1.5 × the interquartile "
-                                      "range; diamond: the mean (the official score). Dashed: the baseline.")
+        box = figures.score_slopes(tables, figures_dir / "results_scores.png")
+        out["fig_scores"] = figure_md(box, out_dir, "score per scene", figures.SLOPES_CAPTION)
         path = figures.score_against(tables, ran[0].name, figures_dir / "results_against.png")
-        out["fig_against"] = figure_md(path, out_dir, "score against clearance and frames",
-                                       f"Dots: every dev scene of {ran[0].name}; lines: each model's mean score in "
-                                       f"bins of equal scene counts.")
+        out["fig_against"] = figure_md(path, out_dir, "score against clearance and frames", figures.AGAINST_CAPTION)
         out["against_text"] = against_text(runs)
     else:
         out["fig_scores"] = "No model has been scored yet."
