@@ -39,7 +39,8 @@ MAX_BYTES = 280_000   # a PNG larger than this is stored with a 256-colour palet
 
 def _save(fig, path: os.PathLike | str, tight: bool = True) -> Path:
     """Save as an RGB PNG, or with a 256-colour palette where that is too large (a third of the size,
-    slight banding in smooth colour maps), atomically and without a timestamp."""
+    slight banding in smooth colour maps), 128 or 64 colours where even that is, atomically and without a
+    timestamp."""
     import io
 
     from PIL import Image
@@ -55,9 +56,11 @@ def _save(fig, path: os.PathLike | str, tight: bool = True) -> Path:
         rgb = im.convert("RGB")
     out = io.BytesIO()
     rgb.save(out, format="png", optimize=True)
-    if out.tell() > MAX_BYTES:
+    for colours in (256, 128, 64):   # fewer colours until it fits (photographic panels need them most)
+        if out.tell() <= MAX_BYTES:
+            break
         out = io.BytesIO()
-        rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        rgb.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
             out, format="png", optimize=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     tmp.write_bytes(out.getvalue())
