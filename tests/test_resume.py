@@ -12,9 +12,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 from probav.data import synthetic
+from probav.data import tfrecords as tfr
 from probav.data.synthetic import generate
 
 TINY = {"seed": 7, "synthetic": {"profile": "default", "train_scenes_per_band": 3, "test_scenes_per_band": 1,
@@ -139,3 +143,102 @@ def test_a_folder_without_fingerprint_is_emptied(tmp_path: Path, clean: Path):
 def test_without_resume_a_non_empty_folder_is_refused(clean: Path):
     with pytest.raises(FileExistsError, match="resume=True"):
         generate(clean, params(), progress=False)
+
+
+# --------------------------------------------------------------------------- TFRecords
+
+@pytest.fixture(scope="module")
+def raw(clean: Path, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The clean archive with its index and a split (two shards of two scenes per subset at most)."""
+    from probav.data.check import check_scenes
+
+    work = tmp_path_factory.mktemp("index")
+    check_scenes(clean, workers=1, index_csv=work / "scenes.csv")
+    train = pd.read_csv(work / "scenes.csv").query("split == 'train'")
+    subsets = ["dev" if i % 3 == 2 else "train" for i in range(len(train))]
+    pd.DataFrame({"name": train["name"], "band": train["band"], "subset": subsets}).to_csv(work / "split.csv",
+                                                                                          index=False)
+    return clean, work / "scenes.csv", work / "split.csv"
+
+
+TFR_PARAMS = {"tfrecords": {"scenes_per_shard": 2, "workers": 1, "prior": "median"}}
+
+
+@pytest.fixture(scope="module")
+def clean_records(raw, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tfr") / "tfrecords"
+    tfr.write_tfrecords(*raw, out, TFR_PARAMS, progress=False)
+    return out
+
+
+def test_interrupted_tfrecords_resume_to_the_same_bytes(raw, clean_records: Path, tmp_path: Path, monkeypatch):
+    """A failure in the middle of the third shard: two shards complete and recorded, a partial one removed;
+    the run again rewrites only the missing shards, and every byte equals the clean run's."""
+    out = tmp_path / "tfrecords"
+    real, calls = tfr.serialize_record, []
+
+    def failing(record):
+        calls.append(record["name"])
+        if len(calls) == 6:
+            raise KeyboardInterrupt("interrupted")
+        return real(record)
+
+    monkeypatch.setattr(tfr, "serialize_record", failing)
+    with pytest.raises(KeyboardInterrupt):
+        tfr.write_tfrecords(*raw, out, TFR_PARAMS, progress=False)
+    assert not (out / "meta.json").exists()
+    assert len(list((out / "resume").glob("*.json"))) == 2
+    monkeypatch.setattr(tfr, "serialize_record", real)
+    (out / ".train-00001-of-00002.tfrecord.gz.partial").write_bytes(b"left by a killed run")
+
+    calls.clear()
+    monkeypatch.setattr(tfr, "serialize_record", lambda record: calls.append(record["name"]) or real(record))
+    meta = tfr.write_tfrecords(*raw, out, TFR_PARAMS, progress=False)
+    assert len(calls) == meta["scenes"] - 4  # two shards of two scenes reused
+    assert hashes(out) == hashes(clean_records)
+
+
+def test_tfrecords_of_changed_scenes_or_settings_are_rewritten(raw, clean_records: Path, tmp_path: Path):
+    import shutil
+
+    raw_root, scenes_csv, split_csv = raw
+    # Another prior: every shard's key changes, nothing is reused.
+    out = tmp_path / "tfrecords"
+    shutil.copytree(clean_records, out)
+    other = {"tfrecords": {**TFR_PARAMS["tfrecords"], "prior": "baseline"}}
+    tfr.write_tfrecords(raw_root, scenes_csv, split_csv, out, other, progress=False)
+    fresh = tmp_path / "fresh"
+    tfr.write_tfrecords(raw_root, scenes_csv, split_csv, fresh, other, progress=False)
+    assert hashes(out) == hashes(fresh) and hashes(out) != hashes(clean_records)
+
+    # One scene's frame changed on disk (same settings): only its shard is rewritten.
+    changed = tmp_path / "raw"
+    shutil.copytree(raw_root, changed)
+    table = pd.read_csv(scenes_csv)
+    first_test = table.query("split == 'test'").iloc[0]["path"]
+    png = changed / first_test / "LR000.png"
+    from probav.scene import read_png, write_png
+    image = read_png(png)
+    write_png(png, (image.astype(np.int64) + 16).clip(0, 65504).astype(np.uint16))
+    out2 = tmp_path / "tfrecords2"
+    shutil.copytree(clean_records, out2)
+    tfr.write_tfrecords(changed, scenes_csv, split_csv, out2, TFR_PARAMS, progress=False)
+    before, after = hashes(clean_records), hashes(out2)
+    differ = sorted(k for k in before if before[k] != after.get(k))
+    assert differ == ["meta.json", "resume/test-00000-of-00001.tfrecord.gz.json", "test-00000-of-00001.tfrecord.gz"]
+
+
+def test_fingerprint_covers_the_stage_code_dvc_tracks(repo_root: Path):
+    """Every library file dvc.yaml lists as a dependency of a resumable stage's work is in its fingerprint
+    (an edit DVC re-runs the stage for is also an edit that stops the reuse)."""
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+
+    def module_files(modules):
+        return {"src/" + m.replace(".", "/") + ".py" for m in modules}
+
+    tfr_deps = {d for d in stages["tfrecords"]["deps"] if str(d).startswith("src/")}
+    assert tfr_deps <= module_files(tfr.fingerprint_modules({"model": "shift_and_add"}))
+    simulator = {"src/probav/data/synthetic.py", "src/probav/scene.py", "src/probav/models/baseline.py",
+                 "src/probav/metrics/score.py"}
+    assert simulator <= set(stages["download"]["deps"])
+    assert simulator <= module_files(synthetic.FINGERPRINT_MODULES)
