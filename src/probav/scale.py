@@ -9,8 +9,9 @@ training capped at the default's steps). Stage by stage (``dvc repro -s``, in DV
 - ``peak_rss_mb``: the stage's peak resident memory, all its processes together (worker pools
   included), sampled from /proc every ``interval`` seconds; ``peak_process_rss_mb``: the largest
   single process (the kernel's own count, ``wait4``);
-- ``disk_mb``: what the stage added to the clone (its outputs, and DVC's cache copies of them; not known
-  for an in-place run, whose forced stages replace outputs already there);
+- ``disk_mb``: what the stage added to the clone (its outputs, and DVC's cache of them: links to the same
+  files with .dvc/config's ``cache.type``, counted once; not known for an in-place run, whose forced
+  stages replace outputs already there);
 - ``load_average``: the machine's 1-minute load before and after (other work slows a stage down).
 
 and writes ``metrics/scale.json``: both runs, and per stage the growth from the default size to the
