@@ -357,8 +357,8 @@ def fake_synthetic_module(monkeypatch, generate) -> list:
     calls = []
     module = types.ModuleType("probav.data.synthetic")
 
-    def recording_generate(root, params):
-        calls.append(Path(root))
+    def recording_generate(root, params, resume=False):
+        calls.append((Path(root), resume))
         generate(Path(root), params)
 
     module.generate = recording_generate
@@ -366,8 +366,9 @@ def fake_synthetic_module(monkeypatch, generate) -> list:
     return calls
 
 
-def test_synthetic_source_generates_then_renames(monkeypatch, fake_tree: Path, tmp_path: Path):
+def test_synthetic_source_generates_in_place_resuming(monkeypatch, fake_tree: Path, tmp_path: Path):
     def generate(root: Path, params: dict):
+        root.mkdir(parents=True, exist_ok=True)
         copy_folder(fake_tree, root / "tmp-copy")
         for name in LAYOUT:
             os.replace(root / "tmp-copy" / name, root / name)
@@ -378,21 +379,27 @@ def test_synthetic_source_generates_then_renames(monkeypatch, fake_tree: Path, t
     calls = fake_synthetic_module(monkeypatch, generate)
     out = tmp_path / "data" / "raw"
     prepare_raw({"seed": 7, "data": {"source": "synthetic"}}, out)
-    assert calls and calls[0] != out and calls[0].parent == out.parent  # generated in a sibling, then renamed
+    assert calls == [(out, True)]  # in place, resuming: the simulator keeps or wipes what is there
     assert {p.name for p in out.iterdir()} == LAYOUT | {"synthetic"}
     assert json.loads((out / "synthetic" / "truth.json").read_text()) == {"seed": 7}
     assert leftovers(out.parent) == []
 
 
-def test_failing_generator_leaves_nothing(monkeypatch, tmp_path: Path):
+def test_failing_generator_is_reported_and_its_work_kept_for_the_next_run(monkeypatch, tmp_path: Path):
     def generate(root: Path, params: dict):
-        (root / "train").mkdir()
+        (root / "train").mkdir(parents=True)
         raise RuntimeError("simulator crashed")
 
     fake_synthetic_module(monkeypatch, generate)
     with pytest.raises(RuntimeError, match="simulator crashed"):
         prepare_raw({"data": {"source": "synthetic"}}, tmp_path / "raw")
-    assert list(tmp_path.iterdir()) == []
+    assert (tmp_path / "raw" / "train").is_dir()
+
+
+def test_synthetic_source_refuses_a_file_in_place_of_the_folder(tmp_path: Path):
+    (tmp_path / "raw").write_text("not a folder")
+    with pytest.raises(DataSourceError, match="not a folder"):
+        prepare_raw({"data": {"source": "synthetic"}}, tmp_path / "raw")
 
 
 # --------------------------------------------------------------------------- the stage script

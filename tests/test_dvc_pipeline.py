@@ -49,6 +49,20 @@ def _set(params: dict, dotted: str, value) -> None:
         node[leaf] = value
 
 
+def runner(work: Path):
+    """A function running a command in ``work`` with the project's source and the venv's tools, failing
+    the test with its output when the command fails."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(work / "src"), DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2")
+
+    def run(*cmd):
+        done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+        return done
+
+    return run
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, repo_root: Path) -> Path:
     work = tmp_path_factory.mktemp("pipeline")
@@ -69,19 +83,15 @@ def tiny_run(tmp_path_factory, repo_root: Path) -> Path:
         params.get("train", {}).pop(name, None)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(work / "src"), DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="2")
-
-    def run(*cmd):
-        done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
-        return done
+    run = runner(work)
 
     # DVC and DVCLive need a git repository with a commit.
     run("git", "init", "-q")
     run("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny")
     run(sys.executable, "-m", "dvc", "init", "-q", "--force")
+    # The project's DVC settings (cache.type: links, not copies): every stage runs with read-only linked outputs.
+    shutil.copy2(repo_root / ".dvc" / "config", work / ".dvc" / "config")
     run(sys.executable, "-m", "dvc", "repro")
     return work
 
@@ -98,6 +108,27 @@ def test_data_stages(tiny_run: Path):
     assert meta
     for subset in ("train", "dev", "test"):
         assert list((tiny_run / "data" / "tfrecords").glob(f"{subset}-*.tfrecord.gz")), subset
+
+
+def test_persist_stages_run_again_reuse_their_work_and_stay_linked(tiny_run: Path):
+    """data/raw and data/tfrecords are persist outputs: DVC keeps them even for `dvc repro -f`, unprotects
+    them (copies of the linked files) and the stage reuses everything made under the same settings; the
+    outputs come back with the same hashes and linked to the cache again (no second copy)."""
+    def lock_hashes():
+        lock = yaml.safe_load((tiny_run / "dvc.lock").read_text())["stages"]
+        return {o["path"]: o["md5"] for stage in ("download", "tfrecords") for o in lock[stage]["outs"]}
+
+    before = lock_hashes()
+    download = runner(tiny_run)(sys.executable, "-m", "dvc", "repro", "-f", "-s", "download")
+    assert "synthetic scenes (14 reused)" in download.stdout + download.stderr
+    shards = runner(tiny_run)(sys.executable, "-m", "dvc", "repro", "-f", "-s", "tfrecords")
+    assert "shards reused)" in shards.stdout + shards.stderr
+    assert lock_hashes() == before
+    for folder in ("data/raw", "data/tfrecords"):
+        files = [p for p in (tiny_run / folder).rglob("*") if p.is_file()]
+        assert files and all(p.is_symlink() or p.stat().st_nlink > 1 for p in files), folder
+    status = runner(tiny_run)(sys.executable, "-m", "dvc", "status")
+    assert "up to date" in status.stdout
 
 
 def test_every_model_scored_in_both_tracks(tiny_run: Path):

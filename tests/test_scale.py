@@ -134,3 +134,23 @@ def test_an_in_place_run_forces_every_stage_of_the_repository(toy_repo):
     assert run["scenes"] == 3 and (repo / "dvc.lock").is_file() and "make" in lines[0]
     with pytest.raises(ValueError, match="no profile"):
         scale.run_pipeline(repo, "default", {"size": {"scenes": 4}}, None, log=None)
+
+
+def test_an_in_place_run_starts_persistent_outputs_from_nothing(toy_repo):
+    """A persist output (kept by DVC even for dvc repro -f, so that a stage resumes) is deleted before an
+    in-place run measures its stage: the stage does all its work, as in a fresh clone."""
+    repo, env = toy_repo
+    (repo / "append.py").write_text(
+        "import pathlib\n"
+        "p = pathlib.Path('data/grown.txt')\n"
+        "p.write_text((p.read_text() if p.exists() else '') + 'run\\n')\n")
+    dvc_yaml = repo / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text() + "  grow:\n    cmd: python append.py\n    deps: [append.py]\n"
+                                              "    outs:\n      - data/grown.txt:\n          persist: true\n")
+    subprocess.run(["dvc", "repro", "-q", "grow"], cwd=repo, env=env, check=True, capture_output=True)
+    subprocess.run(["dvc", "repro", "-q", "-f", "grow"], cwd=repo, env=env, check=True, capture_output=True)
+    assert (repo / "data" / "grown.txt").read_text() == "run\nrun\n"  # DVC kept it: the stage appended
+    assert {k: [p.name for p in v] for k, v in scale.persist_outputs(repo).items()} == {"grow": ["grown.txt"]}
+    run = scale.run_pipeline(repo, "default", None, None, log=None)
+    assert "failed" not in run and "grow" in run["stages"]
+    assert (repo / "data" / "grown.txt").read_text() == "run\n"

@@ -46,7 +46,7 @@ def test_round_trip_real_sample(probav_mini, tmp_path):
     out = tmp_path / "tfrecords"
     meta = write_tfrecords(probav_mini, tmp_path / "scenes.csv", tmp_path / "split.csv", out,
                            {"tfrecords": {"scenes_per_shard": 64}}, workers=1, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test-00000-of-00001.tfrecord.gz",
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "resume", "test-00000-of-00001.tfrecord.gz",
                                                      "train-00000-of-00001.tfrecord.gz"]
     assert {s: meta["subsets"][s]["scenes"] for s in ("train", "dev", "test")} == {"train": 1, "dev": 0, "test": 2}
     norms = read_norm(probav_mini / "norm.csv")
@@ -119,8 +119,9 @@ def test_shards_meta_and_round_trip(archive, tmp_path):
     out = tmp_path / "tfrecords"
     meta = write_tfrecords(root, work / "scenes.csv", work / "split.csv", out,
                            {"tfrecords": {"scenes_per_shard": 2, "workers": 1}}, progress=False)
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if p.name != "resume")    # resume/: the shards' records
     assert "meta.json" in names and all(SHARD.match(n) for n in names if n != "meta.json")
+    assert sorted(p.name for p in (out / "resume").iterdir()) == [f"{n}.json" for n in names if n != "meta.json"]
     assert subset_files(out, "train") == [str(out / f"train-0000{i}-of-00002.tfrecord.gz") for i in range(2)]
     assert [p.rsplit("/", 1)[1] for p in subset_files(out, "dev")] == ["dev-00000-of-00001.tfrecord.gz"]
     assert meta["subsets"]["train"]["scenes"] == 3 and meta["subsets"]["train"]["shards"] == 2
@@ -163,32 +164,39 @@ def test_parse_example_shapes_and_empty_hr(archive, tmp_path):
     assert ex["name"].numpy() == test_scene.name.encode() and ex["band"].numpy() == test_scene.band.encode()
 
 
-def test_workers_do_not_change_output_and_output_is_replaced_atomically(archive, tmp_path, monkeypatch):
+def files_of(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_workers_do_not_change_output_and_stale_files_go(archive, tmp_path, monkeypatch):
     root, work, _, _ = archive
     one, two = tmp_path / "one", tmp_path / "two"
     write_tfrecords(root, work / "scenes.csv", work / "split.csv", one, {}, workers=1, progress=False)
     two.mkdir()
     (two / "stale-file").write_text("from an earlier run")
+    (two / "train-00007-of-00009.tfrecord.gz").write_text("a shard of another plan")
     monkeypatch.setattr(tfr, "POOL_MIN_SCENES", 1)             # use the process pool even for 7 scenes
     write_tfrecords(root, work / "scenes.csv", work / "split.csv", two, {}, workers=2, progress=False)
-    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
-    for path in one.iterdir():                                  # byte-identical: DVC sees the same output
-        assert path.read_bytes() == (two / path.name).read_bytes(), path.name
+    first, second = files_of(one), files_of(two)
+    assert first.keys() == second.keys()                        # byte-identical: DVC sees the same output
+    assert [name for name in first if first[name] != second[name]] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]   # no temporary folder left
 
 
-def test_bad_scene_leaves_previous_output(archive, tmp_path):
+def test_bad_scene_fails_naming_it_and_leaves_no_meta(archive, tmp_path):
     root, work, scenes, _ = archive
     out = tmp_path / "out"
     write_tfrecords(root, work / "scenes.csv", work / "split.csv", out, {}, workers=1, progress=False)
-    before = sorted(p.name for p in out.iterdir())
     broken = tmp_path / "raw"
     import shutil
     shutil.copytree(root, broken)
     (broken / "train/NIR/imgset0001/LR003.png").write_bytes(b"not a png")
     with pytest.raises(BadSceneError, match="LR003.png"):
         write_tfrecords(broken, work / "scenes.csv", work / "split.csv", out, {}, workers=1, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == before
+    # Not complete (meta.json is written last), no partial shard; the shards that do not hold the changed
+    # scene are kept for the next run, which finds them complete under the same key.
+    assert not (out / "meta.json").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
 
 

@@ -10,8 +10,9 @@ training capped at the default's steps). Stage by stage (``dvc repro -s``, in DV
   included), sampled from /proc every ``interval`` seconds; ``peak_process_rss_mb``: the largest
   single process (its ``VmHWM``, the kernel's high-water mark of that process since its ``exec``, read
   at each sample: unlike ``wait4``'s ``ru_maxrss`` it does not count the forking parent's image);
-- ``disk_mb``: what the stage added to the clone (its outputs, and DVC's cache copies of them; not known
-  for an in-place run, whose forced stages replace outputs already there);
+- ``disk_mb``: what the stage added to the clone (its outputs, and DVC's cache of them: links to the same
+  files with .dvc/config's ``cache.type``, counted once; not known for an in-place run, whose forced
+  stages replace outputs already there);
 - ``load_average``: the machine's 1-minute load before and after (other work slows a stage down).
 
 and writes ``metrics/scale.json``: both runs, and per stage the growth from the default size to the
@@ -131,6 +132,16 @@ def stage_order(clone: Path) -> list[str]:
         return [s.name for s in planned]
 
 
+def persist_outputs(clone: Path) -> dict[str, list[Path]]:
+    """The outputs dvc.yaml marks ``persist: true``, by stage name: DVC leaves them in place even for
+    ``dvc repro -f``, so that their stages resume (download, tfrecords)."""
+    from dvc.repo import Repo
+
+    with Repo(str(clone)) as repo:
+        return {s.name: [Path(o.fs_path) for o in s.outs if o.persist] for s in repo.index.stages
+                if any(o.persist for o in s.outs)}
+
+
 def make_clone(repo: Path, clone: Path, overrides: dict | None) -> None:
     """A fresh clone of ``repo``'s last commit at ``clone``, with ``../shared`` as ``repo`` sees it and
     the profile's ``overrides`` written into its params.yaml."""
@@ -159,8 +170,9 @@ def scene_count(clone: Path) -> int | None:
 def run_pipeline(repo: Path, name: str, overrides: dict | None, work: Path | None, on_stage=None,
                  log=print) -> dict:
     """The pipeline from scratch in a clone (``work/name``), stage by stage, measured (see the module
-    docstring). ``work`` None: in ``repo`` itself, every stage forced (``dvc repro -s -f``), so the
-    measured run is also the repository's own ``dvc repro`` (no profile then)."""
+    docstring). ``work`` None: in ``repo`` itself, every stage forced (``dvc repro -s -f``) and its
+    ``persist`` outputs deleted first, so the measured run is also the repository's own ``dvc repro`` from
+    scratch (no profile then)."""
     in_place = work is None
     if in_place and overrides:
         raise ValueError("an in-place run takes params.yaml as it is: no profile")
@@ -174,11 +186,19 @@ def run_pipeline(repo: Path, name: str, overrides: dict | None, work: Path | Non
     log_path = Path(tempfile.gettempdir()) / f"scale-{name}.log" if in_place else clone / "scale.log"
     run = {"profile": overrides or {}, "stages": {}, "order": stages, "log": str(log_path), "commit": commit,
            "in_place": in_place}
+    # In place, a forced stage must start from nothing: the outputs DVC keeps (persist) are deleted first,
+    # or a resumable stage would reuse its earlier work instead of doing what is measured.
+    persist = persist_outputs(clone) if in_place else {}
     disk_before = disk_mb(clone)
     start = time.perf_counter()
     for stage in stages:
         if log:
             log(f"scale [{name}]: {stage} …")
+        for path in persist.get(stage, []):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
         load_before = os.getloadavg()[0]
         # In place: forced, and not restored from DVC's run cache (which would skip the work being measured).
         forced = ["-f", "--no-run-cache"] if in_place else []

@@ -7,8 +7,10 @@
 - ``archive``: a zip the user already has (``data.archive``);
 - ``folder``: an unpacked copy the user already has (``data.folder``).
 
-Whatever the source, the tree is built in a temporary sibling folder and renamed to its final
-name only when complete, so a half-made ``data/raw`` never exists under the final name.
+An archive or a folder is unpacked or copied into a temporary sibling folder, renamed to its final name
+only when complete, so a half-made copy never exists under the final name. The simulator writes in
+place instead, scene by scene (each scene under a temporary name, renamed when complete), so that an
+interrupted run resumes; ``norm.csv`` is written last, so a half-made ``data/raw`` is never complete.
 """
 from __future__ import annotations
 
@@ -544,14 +546,22 @@ def copy_folder(folder: os.PathLike | str, out: os.PathLike | str, max_depth: in
 # --------------------------------------------------------------------------- synthetic
 
 def generate_synthetic(params: dict, out: os.PathLike | str) -> Path:
-    """Generate synthetic scenes (``probav.data.synthetic.generate``) into ``out``; returns ``out``."""
+    """Generate synthetic scenes (``probav.data.synthetic.generate``) into ``out``; returns ``out``.
+
+    Unlike the other sources this writes in place and resumes: an interrupted run's complete scenes are
+    kept when they were made under the same settings (seed, simulator settings, code, libraries) and the
+    rest is made again, so that the result is byte-identical to an uninterrupted run (dvc.yaml keeps
+    ``data/raw`` with ``persist: true`` for this). Whatever ``out`` held before under other settings,
+    or from another source, is deleted first."""
     from probav.data.synthetic import generate  # lazily: only this source needs the simulator
 
     out = Path(out)
-    with _staging_folder(out) as staging:
-        generate(staging, params)
-        missing = [name for name in LAYOUT if not (staging / name).exists()]
-        if missing:
-            raise DataSourceError(f"probav.data.synthetic.generate did not write {', '.join(missing)} "
-                                  f"(expected the official layout under its root folder)")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DataSourceError(f"{out}: not a folder; the synthetic source writes its scenes into a folder here "
+                              f"(delete it, or point --out elsewhere)")
+    generate(out, params, resume=True)
+    missing = [name for name in LAYOUT if not (out / name).exists()]
+    if missing:
+        raise DataSourceError(f"probav.data.synthetic.generate did not write {', '.join(missing)} "
+                              f"(expected the official layout under its root folder)")
     return out

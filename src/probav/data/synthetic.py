@@ -78,6 +78,8 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -86,6 +88,8 @@ import scipy.fft
 from scipy import ndimage as ndi
 
 from probav.data.reference_labels import LABELS_FILE, write_labels
+from probav.data.resume import (changed_keys, code_fingerprint, digest, file_sizes, library_versions, read_json,
+                                write_json)
 from probav.params import derive_seed
 from probav.scene import (BANDS, HR_SIZE, LR_SIZE, NO_DATA, SCALE, SPLITS, Scene, to_uint16, write_norm, write_png,
                           write_scene)
@@ -98,6 +102,16 @@ MAX_VALUE = NO_DATA - QUANTUM    # 65504: the largest value a real pixel may tak
 PROFILES = ("default", "large")
 # Scene counts of the official archive (the 'large' profile).
 OFFICIAL_COUNTS = {("train", "RED"): 594, ("train", "NIR"): 566, ("test", "RED"): 146, ("test", "NIR"): 144}
+# Resuming (``generate(..., resume=True)``): where scenes are made before being renamed into place, where
+# their records and the run's fingerprint live, the files written last, and what the fingerprint covers.
+RESUME_FORMAT = 1
+RESUME_DIR = "resume"            # root/synthetic/resume/{fingerprint.json, scenes/<name>.json}
+PARTIAL = ".partial"             # root/.partial/<name>-<pid>-<random>/: scenes being written
+FINAL_FILES = ("norm.csv", LABELS_FILE, "synthetic/shifts.csv", "synthetic/scenes.csv", "synthetic/settings.json",
+               "synthetic/test_reference.json")
+FINGERPRINT_MODULES = ["probav.data.synthetic", "probav.scene", "probav.params", "probav.models.baseline",
+                       "probav.metrics.score", "probav.data.reference_labels"]
+FINGERPRINT_LIBRARIES = ["numpy", "scipy", "scikit-image", "Pillow"]
 SHIFT_COLUMNS = ["name", "frame", "dy", "dx", "gain", "offset", "days", "band", "split", "clearance",
                  "cloud_cover", "nodata", "psf_sigma"]
 SCENE_COLUMNS = ["name", "band", "split", "biome", "frames", "norm", "hr_clearance", "mean_clearance",
@@ -787,13 +801,27 @@ def simulate_scene(rng: np.random.Generator, band: str, name: str, split: str, s
 
 # --------------------------------------------------------------------------- the archive
 
-def _job(job: tuple) -> dict:
-    split, band, name, seed, settings, root = job
+def _record_path(root: Path, name: str) -> Path:
+    return root / "synthetic" / RESUME_DIR / "scenes" / f"{name}.json"
+
+
+def _fingerprint_path(root: Path) -> Path:
+    return root / "synthetic" / RESUME_DIR / "fingerprint.json"
+
+
+def _job(job: tuple) -> str:
+    """Simulate one scene and put it in place: written below a temporary folder, its folder (and a test
+    scene's hidden HR/SM) renamed into the layout, then its record written: the record is the mark of a
+    complete scene, so a run killed at any point leaves either a whole scene or one the next run redoes."""
+    split, band, name, seed, settings, root, key = job
+    root = Path(root)
     scene, truth = simulate_scene(np.random.default_rng(seed), band, name, split, settings)
-    write_scene(scene, root)
+    tmp = root / PARTIAL / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    scene_dir = write_scene(scene, tmp)
+    hidden = None
     if split == "test":
-        hidden = Path(root) / "synthetic" / "test_hr" / name
-        hidden.mkdir(parents=True, exist_ok=True)
+        hidden = tmp / "test_hr" / name
+        hidden.mkdir(parents=True)
         write_png(hidden / "HR.png", truth["hr"])
         write_png(hidden / "SM.png", truth["sm"])
     rows = [dict(name=name, band=band, split=split, **f) for f in truth["frames"]]
@@ -802,7 +830,90 @@ def _job(job: tuple) -> dict:
                    mean_clearance=float(scene.clearance.mean()), contrast=truth["contrast"],
                    change_rate=truth["change_rate"], reference=truth["reference"],
                    water_flagged=truth["water_flagged"])
-    return dict(rows=rows, scene=summary)
+    record = dict(fingerprint=key, split=split, band=band, name=name, seed=seed, rows=rows, scene=summary,
+                  files=file_sizes(scene_dir), hidden_files=file_sizes(hidden) if hidden else {})
+    final = root / split / band / name
+    os.replace(scene_dir, final)
+    if hidden is not None:
+        (root / "synthetic" / "test_hr").mkdir(parents=True, exist_ok=True)
+        os.replace(hidden, root / "synthetic" / "test_hr" / name)
+    write_json(record, _record_path(root, name))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return name
+
+
+def fingerprint(params: dict) -> dict:
+    """Everything that decides the bytes of the generated scenes: the root seed, the ``synthetic`` group
+    (less ``workers``, which the output does not depend on), the resolved simulator settings, the plan
+    (every scene's split, band, name and seed), the simulator version, the sha256 of the source of the
+    modules that simulate and write a scene, and the versions of the libraries that compute and encode it."""
+    syn = {k: v for k, v in (params.get("synthetic") or {}).items() if k != "workers"}
+    return {"format": RESUME_FORMAT, "simulator": VERSION, "seed": params.get("seed", 0), "synthetic": syn,
+            "settings": resolve_settings(params), "plan": digest([list(p) for p in scene_plan(params)]),
+            "code": code_fingerprint(FINGERPRINT_MODULES), "libraries": library_versions(FINGERPRINT_LIBRARIES)}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _prepare_resume(root: Path, plan: list, fp: dict, key: str) -> set[str]:
+    """Make ``root`` hold only complete scenes of ``plan`` made under the fingerprint ``fp`` (digest ``key``);
+    returns their names. A folder made under another fingerprint (or none) is emptied first."""
+    if root.is_dir() and any(root.iterdir()):
+        old = read_json(_fingerprint_path(root))
+        if old is None or digest(old) != key:
+            why = ("no fingerprint" if old is None else
+                   "made under other settings (changed: " + ", ".join(changed_keys(old, fp)) + ")")
+            print(f"{root}: {why}; its content is removed and every scene made afresh")
+            for child in list(root.iterdir()):
+                _remove(child)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in FINAL_FILES:  # written last: a folder without them is never taken for a complete archive
+        _remove(root / name)
+    _remove(root / PARTIAL)
+    write_json(fp, _fingerprint_path(root))
+
+    planned = {name: (split, band) for split, band, name, _ in plan}
+    reused = set()
+    for split, band, name, seed in plan:
+        scene_dir, hidden = root / split / band / name, root / "synthetic" / "test_hr" / name
+        record = read_json(_record_path(root, name))
+        complete = (isinstance(record, dict) and record.get("fingerprint") == key
+                    and [record.get(k) for k in ("split", "band", "name", "seed")] == [split, band, name, seed]
+                    and scene_dir.is_dir() and file_sizes(scene_dir) == record.get("files")
+                    and (split != "test" or (hidden.is_dir() and file_sizes(hidden) == record.get("hidden_files"))))
+        if complete:
+            reused.add(name)
+        else:
+            for path in (scene_dir, hidden, _record_path(root, name)):
+                _remove(path)
+    # Anything else is not this plan's: folders of other splits, bands or names, stray files.
+    keep_top = {"train", "test", "synthetic"}
+    for child in list(root.iterdir()):
+        if child.name not in keep_top:
+            _remove(child)
+    for split in SPLITS:
+        for band in BANDS:
+            folder = root / split / band
+            for child in list(folder.iterdir()) if folder.is_dir() else []:
+                if planned.get(child.name) != (split, band):
+                    _remove(child)
+    for child in list((root / "synthetic").iterdir()):
+        if child.name not in ("test_hr", RESUME_DIR):
+            _remove(child)
+    hidden_root = root / "synthetic" / "test_hr"
+    for child in list(hidden_root.iterdir()) if hidden_root.is_dir() else []:
+        if planned.get(child.name, ("",))[0] != "test":
+            _remove(child)
+    records = root / "synthetic" / RESUME_DIR / "scenes"
+    for child in list(records.iterdir()) if records.is_dir() else []:
+        if child.suffix != ".json" or child.stem not in planned:
+            _remove(child)
+    return reused
 
 
 def _pool_context():
@@ -815,13 +926,22 @@ def _pool_context():
     return multiprocessing.get_context("spawn")
 
 
-def generate(root: os.PathLike | str, params: dict, progress: bool = True) -> None:
-    """Write a synthetic archive under ``root`` (official layout + ``root/synthetic/``).
+def generate(root: os.PathLike | str, params: dict, progress: bool = True, resume: bool = False) -> dict:
+    """Write a synthetic archive under ``root`` (official layout + ``root/synthetic/``); returns
+    ``{"scenes", "reused", "generated"}``.
 
-    ``root`` must be new or empty. Sizes come from ``params['synthetic']`` (``profile``,
-    ``train_scenes_per_band``, ``test_scenes_per_band``, ``min/max/mean_frames``), seeds from the
-    root ``seed``; ``synthetic.workers`` processes simulate scenes in parallel (the output does not
-    depend on their number); ``progress`` shows a tqdm bar on stderr.
+    Sizes come from ``params['synthetic']`` (``profile``, ``train_scenes_per_band``,
+    ``test_scenes_per_band``, ``min/max/mean_frames``), seeds from the root ``seed``;
+    ``synthetic.workers`` processes simulate scenes in parallel (the output does not depend on their
+    number); ``progress`` shows a tqdm bar on stderr.
+
+    Every scene is written under a temporary name, renamed into place when complete, and recorded in
+    ``synthetic/resume/scenes/<name>.json`` with the fingerprint of the run (``fingerprint``, also in
+    ``synthetic/resume/fingerprint.json``). ``resume=False``: ``root`` must be new or empty.
+    ``resume=True``: ``root`` may hold an earlier run, complete or interrupted; its complete scenes made
+    under the same fingerprint are kept, everything else is deleted (all of it when the fingerprint
+    differs) and made again. Either way the bytes written are those of an uninterrupted run into an
+    empty folder. ``norm.csv``, the reference labels and the tables of ``synthetic/`` are written last.
     """
     from tqdm import tqdm
 
@@ -829,27 +949,43 @@ def generate(root: os.PathLike | str, params: dict, progress: bool = True) -> No
     settings = resolve_settings(params)
     plan = scene_plan(params)
     workers = max(1, int((params.get("synthetic") or {}).get("workers", 1) or 1))
-    workers = min(workers, max(1, len(plan)))
-    if root.is_dir() and any(root.iterdir()):
-        raise FileExistsError(f"{root}: not empty; the simulator writes a whole archive into an empty "
-                              f"(or new) folder, so stale scenes never mix with new ones")
-    root.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(params)
+    key = digest(fp)
+    if resume:
+        reused = _prepare_resume(root, plan, fp, key)
+    else:
+        if root.is_dir() and any(root.iterdir()):
+            raise FileExistsError(f"{root}: not empty; the simulator writes a whole archive into an empty "
+                                  f"(or new) folder, so stale scenes never mix with new ones (resume=True "
+                                  f"reuses the scenes of an earlier run made under the same settings)")
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(fp, _fingerprint_path(root))
+        reused = set()
     for split in SPLITS:  # the layout exists even for an empty split
         for band in BANDS:
             (root / split / band).mkdir(parents=True, exist_ok=True)
-    jobs = [(split, band, name, seed, settings, str(root)) for split, band, name, seed in plan]
-    results = []
-    with tqdm(total=len(jobs), disable=not progress, desc="synthetic scenes", unit="scene") as bar:
+    jobs = [(split, band, name, seed, settings, str(root), key) for split, band, name, seed in plan
+            if name not in reused]
+    workers = min(workers, max(1, len(jobs)))
+    desc = f"synthetic scenes ({len(reused)} reused)" if reused else "synthetic scenes"
+    with tqdm(total=len(plan), initial=len(reused), disable=not progress, desc=desc, unit="scene") as bar:
         if workers == 1:
             for job in jobs:
-                results.append(_job(job))
+                _job(job)
                 bar.update()
-        else:
+        elif jobs:
             with _pool_context().Pool(workers) as pool:
-                for result in pool.imap(_job, jobs, chunksize=1):
-                    results.append(result)
+                for _ in pool.imap(_job, jobs, chunksize=1):
                     bar.update()
+    _remove(root / PARTIAL)
 
+    # The tables come from the records as stored (the same numbers whether a scene was made now or before).
+    results = []
+    for split, band, name, _ in plan:
+        record = read_json(_record_path(root, name))
+        if not isinstance(record, dict) or record.get("fingerprint") != key:
+            raise RuntimeError(f"{_record_path(root, name)}: missing or not of this run after generating")
+        results.append(record)
     write_norm(root / "norm.csv", {r["scene"]["name"]: r["scene"]["norm"] for r in results})
     meta = root / "synthetic"
     meta.mkdir(exist_ok=True)
@@ -858,23 +994,28 @@ def generate(root: os.PathLike | str, params: dict, progress: bool = True) -> No
                       for r in results if r["scene"]["split"] == split} for split in SPLITS}
     write_labels(root / LABELS_FILE, labels["train"])
     write_labels(meta / "test_reference.json", labels["test"])
-    with (meta / "shifts.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, SHIFT_COLUMNS)
-        writer.writeheader()
-        for r in results:
-            for row in r["rows"]:
-                writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
-    with (meta / "scenes.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, SCENE_COLUMNS)
-        writer.writeheader()
-        for r in results:
-            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r["scene"].items()})
+    _write_csv(meta / "shifts.csv", SHIFT_COLUMNS, [row for r in results for row in r["rows"]])
+    _write_csv(meta / "scenes.csv", SCENE_COLUMNS, [r["scene"] for r in results])
     syn = params.get("synthetic") or {}
     info = dict(version=VERSION, seed=params.get("seed", 0), profile=syn.get("profile", "default"),
                 counts={f"{s}/{b}": c for (s, b), c in scene_counts(params).items()},
                 shift_convention="a feature at LR position p of the HR grid appears at p + (dy, dx) in the frame",
                 settings=settings, classes=CLASSES, biomes=BIOMES)
-    (meta / "settings.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    tmp = meta / ".settings.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
+    os.replace(tmp, meta / "settings.json")
+    return {"scenes": len(plan), "reused": len(reused), "generated": len(jobs)}
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """A table of rows (floats rounded to 6 decimals), under a temporary name then renamed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
 
 
 def read_truth(root: os.PathLike | str) -> dict[str, list[dict]]:

@@ -27,8 +27,9 @@ on the data and the parameters (no timings, no absolute paths): the train stage 
 Writing reads the PNGs (the cost) in a pool of worker processes (``tfrecords.workers``, spawned);
 the main process serialises (deterministically: protobuf maps are otherwise serialised in a
 varying order) and writes in a fixed order, so the output is byte-identical from run to run and
-whatever the number of workers, into a temporary folder beside ``out`` that replaces ``out`` once
-complete.
+whatever the number of workers. Shard by shard, each under a temporary name renamed when complete and
+recorded with its key in ``<out>/resume/``, so that an interrupted run resumes (``write_tfrecords``);
+``meta.json`` is written last.
 Scene order: dev and test as in ``scenes.csv``; train in a fixed pseudo-random order (a hash of the
 scene name), so that every shard mixes the bands and the training pipeline's shuffle buffer can
 stay small.
@@ -52,6 +53,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from probav.data.resume import code_fingerprint, digest, file_sha256, library_versions, read_json, write_json
 from probav.scene import HR_SIZE, LR_SIZE, Scene, read_norm
 
 SUBSETS = ("train", "val", "dev", "test")
@@ -65,6 +67,14 @@ POOL_MIN_SCENES = 16
 # on real scenes but compresses about 10× faster; at level 6 compression, not reading PNGs, would
 # be the cost of the build.
 DEFAULT_LEVEL = 1
+# Resuming: shards already written under the same key are kept (``write_tfrecords``).
+RESUME_FORMAT = 1
+RESUME_DIR = "resume"  # out/resume/<shard file>.json: a complete shard's key and what meta.json needs of it
+FINGERPRINT_MODULES = ["probav.data.tfrecords", "probav.data.index", "probav.scene", "probav.reference",
+                       "probav.registration", "probav.resample", "probav.models.registry", "probav.models.baseline",
+                       "probav.models.shift_and_add", "probav.metrics.score", "probav.data.reference_labels"]
+FINGERPRINT_LIBRARIES = ["tensorflow", "tensorflow-cpu", "protobuf", "numpy", "scipy", "scikit-image", "Pillow",
+                         "pandas"]
 
 
 def shard_name(subset: str, index: int, count: int) -> str:
@@ -290,17 +300,97 @@ def _read_job(raw: Path, prior: dict | None, estimator: dict | None, job: tuple)
     return read_scene_arrays(raw, path, norm, prior=prior, reference=reference, estimator=estimator)
 
 
+def _scene_digest(folder: Path) -> str:
+    """sha256 over the names and contents of a scene folder's files: what a shard's records are read from."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(f"{path.name}\0{file_sha256(path)}\0".encode())
+    return h.hexdigest()
+
+
+def fingerprint_modules(prior: dict | None) -> list[str]:
+    """The modules whose source decides a shard's bytes (their sha256 go into every shard's key): reading
+    and serialising a scene, the reference estimator, and the prior model with what it uses."""
+    modules = list(FINGERPRINT_MODULES)
+    if prior is not None:
+        from probav.models.registry import model_class
+
+        module = model_class(prior["model"]).__module__
+        if module not in modules:
+            modules.append(module)
+    return modules
+
+
+def plan_shards(raw: Path, tables: dict, norms: dict, per_shard: int, base: dict) -> list[dict]:
+    """Every shard to write, in order: ``subset``, ``file``, ``jobs`` (path, norm, label) and ``key``, the
+    sha256 of everything its bytes depend on (``base``: format, code, libraries, compression, prior,
+    estimator; its place; and each of its scenes' path, norm, label and file contents)."""
+    shards = []
+    for subset, table in tables.items():
+        jobs = [(row.path, norms.get(row.name), _label(row)) for row in table.itertuples(index=False)]
+        count = math.ceil(len(jobs) / per_shard)
+        for index in range(count):
+            part = jobs[index * per_shard:(index + 1) * per_shard]
+            scenes = [{"path": path, "norm": norm, "reference": label, "files": _scene_digest(raw / path)}
+                      for path, norm, label in part]
+            key = digest({**base, "subset": subset, "index": index, "count": count, "scenes": scenes})
+            shards.append({"subset": subset, "file": shard_name(subset, index, count), "jobs": part, "key": key})
+    return shards
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _prepare_out(out: Path, shards: list[dict]) -> dict[str, dict]:
+    """Keep in ``out`` only the shards of ``shards`` already complete under their key; returns their
+    records by file name. meta.json (written last) and everything else go."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise FileExistsError(f"{out}: not a folder; the TFRecords are written into a folder here")
+    out.mkdir(parents=True, exist_ok=True)
+    _remove(out / META_FILE)
+    _remove(out.parent / f".{out.name}.tmp")  # the temporary folder of an interrupted run of the older writer
+    records = out / RESUME_DIR
+    reused = {}
+    for shard in shards:
+        path, record_path = out / shard["file"], records / f"{shard['file']}.json"
+        record = read_json(record_path)
+        if (isinstance(record, dict) and record.get("key") == shard["key"] and path.is_file()
+                and path.stat().st_size == record.get("bytes")):
+            reused[shard["file"]] = record
+        else:
+            _remove(path)
+            _remove(record_path)
+    planned = {shard["file"] for shard in shards}
+    for child in list(out.iterdir()):
+        if child.name != RESUME_DIR and child.name not in planned:
+            _remove(child)  # shards of another plan, partial shards, stray files
+    for child in list(records.iterdir()) if records.is_dir() else []:
+        if not (child.name.endswith(".json") and child.name[:-len(".json")] in planned):
+            _remove(child)
+    return reused
+
+
 def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os.PathLike | str,
                     out: os.PathLike | str, params: dict | None = None, workers: int | None = None,
                     progress: bool = True, estimator: os.PathLike | str | None = None) -> dict:
     """Write the train, dev and test scenes of ``raw`` (index ``scenes``, split ``split``) as TFRecords
-    into ``out`` (replaced when complete); returns the content of ``meta.json``.
+    into ``out``; returns the content of ``meta.json``.
 
     ``params``: group ``tfrecords`` (``scenes_per_shard``, ``compression_level``, ``workers``, ``prior``;
     the prior model reads its settings from group ``classical``);
     ``workers`` overrides the latter. With more than one worker and at least ``POOL_MIN_SCENES`` scenes, worker processes are
     spawned: a script calling this must do so under ``if __name__ == "__main__":``.
     ``estimator``: the reference estimator's JSON (the ``reference`` stage's; default the hand-set rule).
+
+    Resumes: every shard is written under a temporary name, renamed when complete and recorded in
+    ``out/resume/<shard>.json`` with its key (``plan_shards``: the sha256 of everything its bytes depend
+    on, the contents of its scenes' files included). A shard already in ``out`` with its record and the
+    same key is kept; every other file is deleted and the missing shards written, then ``meta.json``
+    (last). The bytes are those of an uninterrupted run into an empty folder.
     """
     from probav.reference import load_estimator
 
@@ -318,10 +408,32 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
     if total == 0:
         raise ValueError(f"{scenes}: no usable scene to write")
 
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    base = {"format": RESUME_FORMAT, "meta_version": META_VERSION, "compression": COMPRESSION,
+            "compression_level": level, "prior": prior, "reference_estimator": reference,
+            "code": code_fingerprint(fingerprint_modules(prior)), "libraries": library_versions(FINGERPRINT_LIBRARIES)}
+    shards = plan_shards(raw, tables, norms, per_shard, base)
+    done = _prepare_out(out, shards)
+    todo = [shard for shard in shards if shard["file"] not in done]
+    reused_scenes = sum(len(shard["jobs"]) for shard in shards if shard["file"] in done)
+
     options = tf.io.TFRecordOptions(compression_type=COMPRESSION, compression_level=level)
+    jobs = [job for shard in todo for job in shard["jobs"]]
+    pool = _process_pool(workers, len(jobs))
+    started = time.perf_counter()
+    try:
+        desc = "writing TFRecords" + (f" (with {prior['model']} priors)" if prior else "")
+        if done:
+            desc += f" ({len(done)} of {len(shards)} shards reused)"
+        with tqdm(total=total, initial=reused_scenes, desc=desc, unit="scene", mininterval=0.5,
+                  disable=not progress) as bar:
+            read = partial(_read_job, raw, prior, reference)
+            records = iter(pool.map(read, jobs, chunksize=2) if pool else map(read, jobs))
+            for shard in todo:
+                done[shard["file"]] = _write_shard(out, shard, records, options, bar)
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     meta = {"version": META_VERSION, "compression": COMPRESSION, "compression_level": level,
             "scenes_per_shard": per_shard,
             "example": {"name": "bytes", "band": "bytes", "frames": "int64", "norm": "float (NaN when unknown)",
@@ -335,63 +447,76 @@ def write_tfrecords(raw: os.PathLike | str, scenes: os.PathLike | str, split: os
                                      "track), empty without a prior or a label"},
             "prior": prior, "reference_estimator": reference, "subsets": {}}
     lr_stats, hr_stats = _Stats(), _Stats()
-    pool = _process_pool(workers, total)
-    started = time.perf_counter()
-    try:
-        desc = "writing TFRecords" + (f" (with {prior['model']} priors)" if prior else "")
-        with tqdm(total=total, desc=desc, unit="scene", mininterval=0.5, disable=not progress) as bar:
-            for subset, table in tables.items():
-                jobs = [(row.path, norms.get(row.name), _label(row)) for row in table.itertuples(index=False)]
-                read = partial(_read_job, raw, prior, reference)
-                records = pool.map(read, jobs, chunksize=2) if pool else map(read, jobs)
-                shards = math.ceil(len(jobs) / per_shard)
-                files, frames, bands, raw_bytes = [], [], {}, 0
-                writer = None
-                try:
-                    for k, record in enumerate(records):
-                        if k % per_shard == 0:
-                            if writer is not None:
-                                writer.close()
-                            files.append(shard_name(subset, k // per_shard, shards))
-                            writer = tf.io.TFRecordWriter(str(tmp / files[-1]), options=options)
-                        serialized = serialize_record(record)
-                        writer.write(serialized)
-                        raw_bytes += len(serialized)
-                        frames.append(record["frames"])
-                        bands[record["band"]] = bands.get(record["band"], 0) + 1
-                        if subset == "train":
-                            lr_stats.add(record["band"], record["lr_stats"])
-                            hr_stats.add(record["band"], record["hr_stats"])
-                        bar.update()
-                finally:
-                    if writer is not None:
-                        writer.close()
-                meta["subsets"][subset] = {
-                    "scenes": len(jobs), "shards": shards, "files": files,
-                    "bytes": int(sum((tmp / f).stat().st_size for f in files)), "uncompressed_bytes": int(raw_bytes),
-                    "bands": dict(sorted(bands.items())),
-                    "frames": ({"min": int(min(frames)), "mean": float(np.mean(frames)), "max": int(max(frames))}
-                               if frames else None)}
-        written = sum(s["bytes"] for s in meta["subsets"].values())
-        meta["scenes"] = total
-        meta["bytes"] = int(written)
-        meta["bytes_per_scene"] = written / total
-        meta["statistics"] = {"subset": "train", "units": "[0,1] = uint16/65535; clear pixels only (QM, SM true)",
-                              "lr": lr_stats.summary(), "hr": hr_stats.summary()}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
+    for subset in tables:
+        mine = [done[shard["file"]] for shard in shards if shard["subset"] == subset]
+        frames = [f for record in mine for f in record["frames"]]
+        bands: dict[str, int] = {}
+        for record in mine:
+            for band, n in record["bands"].items():
+                bands[band] = bands.get(band, 0) + n
+            if subset == "train":
+                for band, sums in record["lr_stats"].items():
+                    lr_stats.add(band, sums)
+                for band, sums in record["hr_stats"].items():
+                    hr_stats.add(band, sums)
+        meta["subsets"][subset] = {
+            "scenes": len(frames), "shards": len(mine), "files": [record["file"] for record in mine],
+            "bytes": int(sum(record["bytes"] for record in mine)),
+            "uncompressed_bytes": int(sum(record["uncompressed_bytes"] for record in mine)),
+            "bands": dict(sorted(bands.items())),
+            "frames": ({"min": int(min(frames)), "mean": float(np.mean(frames)), "max": int(max(frames))}
+                       if frames else None)}
+    written = sum(s["bytes"] for s in meta["subsets"].values())
+    meta["scenes"] = total
+    meta["bytes"] = int(written)
+    meta["bytes_per_scene"] = written / total
+    meta["statistics"] = {"subset": "train", "units": "[0,1] = uint16/65535; clear pixels only (QM, SM true)",
+                          "lr": lr_stats.summary(), "hr": hr_stats.summary()}
+    tmp = out / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out / META_FILE)
     elapsed = time.perf_counter() - started
     if progress:
         counts = ", ".join(f"{s} {meta['subsets'][s]['scenes']}" for s in SUBSETS)
+        reused = f"; {reused_scenes} scenes in {len(shards) - len(todo)} shards reused" if reused_scenes else ""
         print(f"wrote {total} scenes ({counts}) to {out}: {written / 2**20:.1f} MiB, "
-              f"{written / total / 2**20:.2f} MiB/scene, {total / max(elapsed, 1e-9):.1f} scenes/s")
+              f"{written / total / 2**20:.2f} MiB/scene, {(total - reused_scenes) / max(elapsed, 1e-9):.1f} "
+              f"scenes/s{reused}")
     return meta
+
+
+def _write_shard(out: Path, shard: dict, records: Iterator[dict], options, bar) -> dict:
+    """Write one shard from the next ``len(shard['jobs'])`` records under a temporary name, rename it, then
+    write its record (the mark of a complete shard); returns the record."""
+    import tensorflow as tf
+
+    tmp = out / f".{shard['file']}.partial"
+    frames, bands, raw_bytes = [], {}, 0
+    lr_stats: dict[str, list[int]] = {}
+    hr_stats: dict[str, list[int]] = {}
+    try:
+        with tf.io.TFRecordWriter(str(tmp), options=options) as writer:
+            for _ in shard["jobs"]:
+                record = next(records)
+                serialized = serialize_record(record)
+                writer.write(serialized)
+                raw_bytes += len(serialized)
+                frames.append(int(record["frames"]))
+                bands[record["band"]] = bands.get(record["band"], 0) + 1
+                for sums, stats in ((lr_stats, record["lr_stats"]), (hr_stats, record["hr_stats"])):
+                    acc = sums.setdefault(record["band"], [0, 0, 0])
+                    for k in range(3):
+                        acc[k] += int(stats[k])
+                bar.update()
+        os.replace(tmp, out / shard["file"])
+    except BaseException:
+        _remove(tmp)
+        raise
+    record = {"key": shard["key"], "file": shard["file"], "bytes": (out / shard["file"]).stat().st_size,
+              "frames": frames, "bands": dict(sorted(bands.items())), "uncompressed_bytes": raw_bytes,
+              "lr_stats": lr_stats, "hr_stats": hr_stats}
+    write_json(record, out / RESUME_DIR / f"{shard['file']}.json")
+    return record
 
 
 def _label(row) -> int | None:
@@ -408,16 +533,6 @@ def build_tfrecords(raw: os.PathLike | str, scenes_csv: os.PathLike | str, split
     """``write_tfrecords`` with the settings given directly rather than as params."""
     return write_tfrecords(raw, scenes_csv, split_csv, out, {"tfrecords": {"scenes_per_shard": scenes_per_shard}},
                            workers=workers, progress=progress)
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Put the complete folder ``tmp`` in place of ``out``."""
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(root: os.PathLike | str) -> dict:
