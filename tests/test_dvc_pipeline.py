@@ -103,10 +103,10 @@ def test_data_stages(tiny_run: Path):
     assert set(scenes["split"]) == {"train", "test"}
     assert (scenes["status"] == "ok").all()
     split = pd.read_csv(tiny_run / "data" / "split.csv")
-    assert set(split["subset"]) == {"train", "dev"}
+    assert set(split["subset"]) == {"train", "val", "dev"}     # val: model selection, apart from dev
     meta = json.loads((tiny_run / "data" / "tfrecords" / "meta.json").read_text())
     assert meta
-    for subset in ("train", "dev", "test"):
+    for subset in ("train", "val", "dev", "test"):
         assert list((tiny_run / "data" / "tfrecords").glob(f"{subset}-*.tfrecord.gz")), subset
 
 
@@ -161,6 +161,14 @@ def test_models_trained(tiny_run: Path):
     for name in params.get("deep_models", []):
         assert (tiny_run / "models" / name).is_dir(), name
         assert (tiny_run / "dvclive" / name).is_dir(), name
+        training = json.loads((tiny_run / "models" / name / "training.json").read_text())
+        assert training["monitor"] == "val_cpsnr" and training["best_val_cpsnr"] is not None, name   # on val
+
+
+def test_submission_scored_once_on_the_hidden_test_hrs(tiny_run: Path):
+    test = json.loads((tiny_run / "metrics" / "test.json").read_text())
+    scenes = pd.read_csv(tiny_run / "data" / "scenes.csv")
+    assert test["scenes"] == int((scenes["split"] == "test").sum()) and 0 < test["mean_score"] < 2
 
 
 def test_submission(tiny_run: Path):
