@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv_atomic(table, args.table, TABLE_COLUMNS)
     write_json_atomic(summary, args.out)
     for key, factor in summary["factors"].items():
-        parts = [f"{name} {v['challenge']['mean_cpsnr']:.2f}" for name, v in factor["variants"].items() if "challenge" in v]
+        parts = [f"{v['label']} {v['challenge']['mean_cpsnr']:.2f}" for v in factor["variants"].values() if "challenge" in v]
         print(f"{key} (challenge track, mean dB): " + ", ".join(parts))
     for name, why in summary["skipped_models"].items():
         print(f"ablations: {name} left out: {why}")

@@ -469,9 +469,9 @@ def test_studies_are_read_when_present_and_named_when_not(tmp_path: Path):
     assert table.loc["misr_net", "cPSNR challenge (dB)"] == "48.70 ± 0.05" and table.loc["misr_net", "runs"] == "3"
     (tmp_path / "ablations.json").write_text(json.dumps(
         {"scenes": 24, "resamples": 10000, "true_shifts": True, "skipped_models": {},
-         "factors": {"shifts:shift_and_add": {"model": "shift_and_add", "shipped": "registered", "variants": {
-             "registered": {"challenge": {"scenes": 24, "mean_cpsnr": 48.43}},
-             "zero": {"challenge": {"scenes": 24, "mean_cpsnr": 47.0, "vs_shipped": {
+         "factors": {"shift_and_add_shifts": {"model": "shift_and_add", "shipped": "registered", "variants": {
+             "registered": {"label": "registered", "challenge": {"scenes": 24, "mean_cpsnr": 48.43}},
+             "zero": {"label": "zero", "challenge": {"scenes": 24, "mean_cpsnr": 47.0, "vs_shipped": {
                  "mean": -1.43, "low": -1.6, "high": -1.2, "better": 1, "worse": 23, "sign_p": 1e-6,
                  "verdict": "registered better"}}}}}}}))
     table = _table_after(studies.ablations(tmp_path), "**`shift_and_add`: the shifts").set_index("variant")

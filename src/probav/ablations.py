@@ -13,7 +13,7 @@ difference against the shipped variant, ``probav.metrics.paired``) and ``metrics
   clear by the method (its reference estimate and prior included; the score still uses the SM).
 - ``frames`` (``shift_and_add``'s ``max_frames``): K = 1, 5, 9, 12, 16, 24 and all frames (the
   reference candidates always come on top of the K clearest).
-- ``misr_frames`` (``misr_net``): all frames (shipped) | the reference alone: the network's frame input
+- ``frames`` (``misr_net``): all frames (shipped) | the reference alone: the network's frame input
   keeps the most likely reference only (the others withheld: frame mask 0), its prior still made from all
   frames. Does the network use the frames, or only sharpen its prior?
 """
@@ -31,7 +31,7 @@ import pandas as pd
 from probav.scene import Scene, to_uint16
 
 TRACKS = ("challenge", "ref")
-TABLE_COLUMNS = ["factor", "model", "variant", "shipped", "scene", "band", "cpsnr_challenge", "cpsnr_ref"]
+TABLE_COLUMNS = ["factor", "model", "variant", "label", "shipped", "scene", "band", "cpsnr_challenge", "cpsnr_ref"]
 FRAME_COUNTS = (1, 5, 9, 12, 16, 24, 0)   # shift_and_add max_frames; 0 = all
 RESAMPLES = 10_000                         # bootstrap resamples of the scenes per paired comparison
 
@@ -40,10 +40,11 @@ RESAMPLES = 10_000                         # bootstrap resamples of the scenes p
 class Variant:
     factor: str
     model: str
-    name: str
+    name: str                                # a slug: the key in metrics/ablations.json (citable in prose)
     shipped: bool
     predict: Callable[[Scene], np.ndarray]   # the scene (reference weights set for the track) → uint16 SR
     unmasked: bool = False                    # the method sees the scene with every pixel clear
+    label: str = ""                           # as the report shows it (default: the name)
 
 
 def without_masks(scene: Scene) -> Scene:
@@ -86,13 +87,15 @@ def variants(params: dict, models: dict, positions: dict | None) -> list[Variant
         if positions is not None:
             out.append(Variant("shifts", "shift_and_add", "true", False, with_shifts("true")))
         out.append(Variant("shifts", "shift_and_add", "zero", False, with_shifts("zero")))
-        out.append(Variant("masks", "shift_and_add", "QMs used", True, model.predict))
-        out.append(Variant("masks", "shift_and_add", "QMs ignored", False, model.predict, unmasked=True))
+        out.append(Variant("masks", "shift_and_add", "qm_used", True, model.predict, label="QMs used"))
+        out.append(Variant("masks", "shift_and_add", "qm_ignored", False, model.predict, unmasked=True,
+                           label="QMs ignored"))
         shipped_k = int(cfg["max_frames"])
         for k in sorted({*FRAME_COUNTS, shipped_k}, key=lambda k: k or math.inf):   # the shipped K among them
             chosen = {**cfg, "max_frames": k}
-            out.append(Variant("frames", "shift_and_add", f"K = {k}" if k else "K = all", k == shipped_k,
-                               lambda scene, chosen=chosen: to_uint16(shift_and_add_sr(scene, chosen))))
+            out.append(Variant("frames", "shift_and_add", f"k{k}" if k else "k_all", k == shipped_k,
+                               lambda scene, chosen=chosen: to_uint16(shift_and_add_sr(scene, chosen)),
+                               label=f"K = {k}" if k else "K = all"))
     if "misr_net" in models:
         net = models["misr_net"]
 
@@ -102,10 +105,11 @@ def variants(params: dict, models: dict, positions: dict | None) -> list[Variant
             prior = net.prior_of(scene) if net.uses_prior else None
             return to_uint16(net.predict_arrays(lr, qm, frame_mask, prior, reference))
 
-        out.append(Variant("masks", "misr_net", "QMs used", True, net.predict))
-        out.append(Variant("masks", "misr_net", "QMs ignored", False, net.predict, unmasked=True))
-        out.append(Variant("misr_frames", "misr_net", "all frames", True, net.predict))
-        out.append(Variant("misr_frames", "misr_net", "reference alone", False, reference_alone))
+        out.append(Variant("masks", "misr_net", "qm_used", True, net.predict, label="QMs used"))
+        out.append(Variant("masks", "misr_net", "qm_ignored", False, net.predict, unmasked=True, label="QMs ignored"))
+        out.append(Variant("frames", "misr_net", "all_frames", True, net.predict, label="all frames"))
+        out.append(Variant("frames", "misr_net", "reference_alone", False, reference_alone,
+                           label="the reference alone"))
     return out
 
 
@@ -120,8 +124,8 @@ def ablate_scene(scene: Scene, chosen: list[Variant], estimator=None) -> list[di
     rows = []
     unmasked = without_masks(scene) if any(v.unmasked for v in chosen) else None
     for v in chosen:
-        row = {"factor": v.factor, "model": v.model, "variant": v.name, "shipped": v.shipped,
-               "scene": scene.name, "band": scene.band}
+        row = {"factor": v.factor, "model": v.model, "variant": v.name, "label": v.label or v.name,
+               "shipped": v.shipped, "scene": scene.name, "band": scene.band}
         for track in TRACKS:
             if track == "ref" and scene.reference is None:
                 row[f"cpsnr_{track}"] = math.nan
@@ -141,8 +145,10 @@ def ablate_scene(scene: Scene, chosen: list[Variant], estimator=None) -> list[di
 
 
 def summarise(table: pd.DataFrame, resamples: int, seed: int) -> dict:
-    """``{"factor:model": …}``: per variant, mean cPSNR per track and the paired difference against the
-    factor's shipped variant (bootstrap interval, sign test)."""
+    """``{"<model>_<factor>": …}`` (e.g. ``shift_and_add_shifts``): per variant (by its slug, with its label),
+    mean cPSNR per track and the paired difference against the factor's shipped variant (bootstrap
+    interval, sign test). Every key is a plain word, so the report's prose can cite any number by its
+    dotted path."""
     from probav.metrics.paired import compare_tables
 
     factors = {}
@@ -153,7 +159,7 @@ def summarise(table: pd.DataFrame, resamples: int, seed: int) -> dict:
         shipped_name = str(shipped["variant"].iloc[0])
         out = {"model": model, "shipped": shipped_name, "variants": {}}
         for name, group in rows.groupby("variant", sort=False):
-            entry = {}
+            entry = {"label": str(group["label"].iloc[0])}
             for track in TRACKS:
                 column = f"cpsnr_{track}"
                 values = group[column].dropna()
@@ -165,7 +171,7 @@ def summarise(table: pd.DataFrame, resamples: int, seed: int) -> dict:
                     entry[track]["vs_shipped"] = {"mean": c.mean, "low": c.low, "high": c.high, "better": c.better,
                                                   "worse": c.worse, "sign_p": c.sign_p, "verdict": c.verdict}
             out["variants"][str(name)] = entry
-        factors[f"{factor}:{model}"] = out
+        factors[f"{model}_{factor}"] = out
     return factors
 
 

@@ -11,10 +11,11 @@ from probav.report.inputs import ReportInputs
 from probav.report.markdown import fmt, md_table
 
 FACTOR_TITLES = {
-    "shifts": "the shifts `shift_and_add` fuses with",
-    "masks": "the quality masks (QMs)",
-    "frames": "the number of frames K `shift_and_add` fuses (`classical.shift_and_add.max_frames`)",
-    "misr_frames": "the frames `misr_net` sees beside its prior",
+    "shift_and_add_shifts": "the shifts it fuses with",
+    "shift_and_add_masks": "the quality masks (QMs)",
+    "shift_and_add_frames": "the number of frames K it fuses (`classical.shift_and_add.max_frames`)",
+    "misr_net_masks": "the quality masks (QMs), its prior's included",
+    "misr_net_frames": "the frames it sees beside its prior",
 }
 
 
@@ -88,15 +89,16 @@ def ablations(metrics_dir: Path) -> str:
     if not data.get("true_shifts"):
         parts.append("The data hold no true shifts (real data), so the `true` variant is left out.")
     for key, factor in data.get("factors", {}).items():
-        name, model = key.split(":", 1)
+        model = factor["model"]
         rows = []
         for variant, entry in factor["variants"].items():
             cells = []
             for track in ("challenge", "ref"):
                 t = entry.get(track)
                 cells.append("—" if not t else f"{fmt(t['mean_cpsnr'], 2)} ({_difference(t)})")
-            rows.append([f"**{variant}**" if variant == factor["shipped"] else variant] + cells)
-        parts.append(f"**`{model}`: {FACTOR_TITLES.get(name, name)}**\n\n"
+            label = entry.get("label", variant)
+            rows.append([f"**{label}**" if variant == factor["shipped"] else label] + cells)
+        parts.append(f"**`{model}`: {FACTOR_TITLES.get(key, key)}**\n\n"
                      + md_table(["variant", "challenge track", "ref track"], rows, ["l", "r", "r"]))
     for model, why in (data.get("skipped_models") or {}).items():
         parts.append(f"`{model}` was left out: {why}.")
