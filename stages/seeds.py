@@ -1,9 +1,9 @@
 """Stage `seeds` (studies/dvc.yaml, `make seeds`): every deep model trained again with the root seeds of
 params.yaml `studies.seeds` and scored on dev like the evaluate stage (probav/seeds.py); with the
 pipeline's own run, the mean and standard deviation over seeds of each network's mean dev cPSNR and score
-per track (metrics/seeds.json). The runs live in models/seeds/<model>-seed<S>/; a finished run made with
-the same settings is kept, so an interrupted study resumes. A study: the training time of the
-pipeline once per extra seed."""
+per track (metrics/seeds.json). The runs live in studies/seeds/<model>-seed<S>/ (not under models/, which
+the report stage depends on); a finished run made with the same settings is kept, so an interrupted study
+resumes. A study: the training time of the pipeline once per extra seed."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tfrecords", default="data/tfrecords", help="folder of the tfrecords stage")
     parser.add_argument("--estimator", default="models/reference/estimator.json", help="the reference estimator")
     parser.add_argument("--metrics-dir", default="metrics", help="the pipeline's runs: METRICS_DIR/<model>.json")
-    parser.add_argument("--runs", default="models/seeds", help="where the extra runs are trained")
+    parser.add_argument("--runs", default="studies/seeds", help="where the extra runs are trained")
     parser.add_argument("--out", default="metrics/seeds.json", help="spread over seeds (JSON)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)

@@ -8,7 +8,7 @@ pipeline's own run (``metrics/<model>.json``, the params' ``seed``) that gives e
 cPSNR and score per track over several seeds: their mean and standard deviation
 (``metrics/seeds.json``), so that a difference between two networks can be read against the noise of
 training them. Each run trains in a fresh process (TensorFlow state does not leak between runs), and a
-finished run (``models/seeds/<model>-seed<S>/summary.json``) is kept when the study is run again with the
+finished run (``studies/seeds/<model>-seed<S>/summary.json``) is kept when the study is run again with the
 same settings, so an interrupted study resumes.
 """
 from __future__ import annotations
