@@ -52,7 +52,8 @@ scale: $(STAMP)
 
 # Expected training time of the full-size GPU profile (traced FLOPs + metrics/bench.json); no GPU needed.
 gpu-estimate: $(STAMP)
-	$(BIN)/probav profile profiles/gpu-real.yaml --estimate --out reports/gpu-real-estimate.md
+	$(BIN)/probav profile profiles/gpu-real.yaml --estimate --out reports/gpu-real-estimate.md \
+		--json-out metrics/gpu-estimate.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,13 +1,14 @@
 """Stage `seeds` (studies/dvc.yaml, `make seeds`): every deep model trained again with the root seeds of
 params.yaml `studies.seeds` and scored on dev like the evaluate stage (probav/seeds.py); with the
 pipeline's own run, the mean and standard deviation over seeds of each network's mean dev cPSNR and score
-per track (metrics/seeds.json). The runs live in studies/seeds/<model>-seed<S>/ (not under models/, which
+per track (metrics/seeds.json), and the same on the real scenes with an HR (params `real`). The runs live in studies/seeds/<model>-seed<S>/ (not under models/, which
 the report stage depends on); a finished run made with the same settings is kept, so an interrupted study
 resumes. A study: the training time of the pipeline once per extra seed."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from probav.data.index import write_json_atomic
 from probav.params import load_params
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         if not seeds:
             raise ValueError(f"{args.params}: set studies.seeds to the extra seeds to train with")
         paths = {"raw": args.raw, "scenes": args.scenes, "split": args.split, "tfrecords": args.tfrecords,
-                 "estimator": args.estimator, "out": args.runs}
+                 "estimator": args.estimator, "out": args.runs, "base": Path(args.params).resolve().parent}
         result = seed_study(params, paths, list(params.get("deep_models") or []), seeds, args.metrics_dir,
                             progress=not args.no_progress)
     except (FileNotFoundError, KeyError, ValueError) as err:

@@ -91,3 +91,10 @@ def test_cli_estimate_json(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in out["models"]] == ["residual_single"] and out["models"][0]["steps"] == 12
     assert out["prior"] is None and out["models"][0]["input_hours"] is None
+    # --out and --json-out: the Markdown table and the same JSON object, each written whole.
+    md, js = tmp_path / "estimate.md", tmp_path / "estimate.json"
+    assert main(["profile", str(tmp_path / "p.yaml"), "--params", str(tmp_path / "params.yaml"), "--estimate",
+                 "--bench", str(tmp_path / "none.json"), "--out", str(md), "--json-out", str(js)]) == 0
+    assert "| residual_single |" in md.read_text()
+    assert json.loads(js.read_text())["models"] == out["models"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

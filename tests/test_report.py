@@ -477,3 +477,58 @@ def test_studies_are_read_when_present_and_named_when_not(tmp_path: Path):
     table = _table_after(studies.ablations(tmp_path), "**`shift_and_add`: the shifts").set_index("variant")
     assert table.loc["zero", "challenge track"] == "47.00 (-1.43 [-1.60, -1.20], 1↑ 23↓)"
     assert table.loc["registered", "challenge track"] == "48.43 (shipped)" and table.loc["zero", "ref track"] == "—"
+
+
+def test_every_network_figure_carries_its_seed_spread(tmp_path: Path):
+    """± sd of ``make seeds`` beside a network's figures in the main, both-tracks, real-scene and paired tables;
+    none for a deterministic model, and none where the study was made from another run than this one."""
+    from types import SimpleNamespace
+
+    from probav.report.inputs import ReportInputs
+    from probav.report.reference_section import tracks_table
+
+    base = np.linspace(44.0, 48.0, 12)
+    runs = [_run("baseline", "classical", base), _run("misr_net", "deep", base + 1.0)]
+    for r in runs:
+        r.metrics.update(track="challenge", scenes=12, beats_baseline=0.5, mean_cpsnr=float(r.table["cpsnr"].mean()),
+                         tracks={t: {"mean_cpsnr": float(r.table["cpsnr"].mean()), "mean_score": 1.0}
+                                 for t in ("challenge", "ref")})
+    own = runs[1].metrics["mean_cpsnr"]
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "misr_net.json").write_text(json.dumps({"tracks": {"challenge": {"mean_cpsnr": 53.4}}}))
+    seeds = {"models": {"misr_net": {
+        "challenge": {"mean_cpsnr": {"sd": 0.021}, "per_seed_cpsnr": {"7": own, "1": own + 0.03}},
+        "ref": {"mean_cpsnr": {"sd": 0.05}, "per_seed_cpsnr": {"7": own}},
+        "real": {"challenge": {"mean_cpsnr": {"sd": 0.11}, "per_seed_cpsnr": {"7": 53.4}}}}}}
+    report = ReportInputs({"seed": 7}, SimpleNamespace(metrics=tmp_path), None, "synthetic", None, None, None, None,
+                          runs, "", seeds)
+    assert report.seed_sd("misr_net", "challenge") == 0.021 and report.seed_sd("baseline", "challenge") is None
+    assert report.seed_sd("misr_net", "challenge", "real") == 0.11
+    header, rows = results_section.results_rows(runs, {}, report.seed_sd)
+    table = pd.DataFrame(rows, columns=header).set_index("model")
+    assert table.loc["**misr_net**", "mean cPSNR (dB)"] == f"{own:.2f} ± 0.02"   # the best, in bold
+    assert table.loc["baseline", "mean cPSNR (dB)"] == f"{base.mean():.2f}"
+    header, rows = tracks_table(runs, report.seed_sd)
+    by_model = {row[0]: row for row in rows}
+    assert by_model["misr_net"][3:5] == [f"{own:.2f} ± 0.02", f"{own:.2f} ± 0.05"]
+    assert by_model["baseline"][3] == f"{base.mean():.2f}"
+    text = conclusions_section.findings(runs, "synthetic", {"seed": 1}, seeds,
+                                        lambda name: report.seed_sd(name, "challenge"))
+    against = _table_after(text, "**Every model against the baseline**")
+    assert against["seed sd, first / second (dB)"].tolist() == ["0.02 / —"]
+    # A study of another run (its entry for this run's seed is not this run's figure): no spread is quoted.
+    seeds["models"]["misr_net"]["challenge"]["per_seed_cpsnr"]["7"] = own + 0.5
+    assert report.seed_sd("misr_net", "challenge") is None
+    assert markdown.fmt_sd(1.234, None) == "1.23" and markdown.fmt_sd(0.5, 0.04, sign=True) == "+0.50 ± 0.04"
+
+
+def test_next_steps_quote_the_gpu_estimate(tmp_path: Path):
+    assert "`make gpu-estimate`" in conclusions_section.gpu_plan(tmp_path)
+    (tmp_path / "gpu-estimate.json").write_text(json.dumps({"tflops": 25.0, "models": [
+        {"model": "a", "parameters": 900_000, "steps": 90_000, "hours": 0.25, "hours_range": [0.2, 0.5]},
+        {"model": "b", "parameters": 1_000_000, "steps": 90_000, "hours": 0.5, "hours_range": [0.3, 1.0]}],
+        "prior": {"scenes": 1450, "cores": 16, "hours": 0.004}}))
+    text = conclusions_section.gpu_plan(tmp_path)
+    assert text.startswith("90,000 training steps per network, 0.90–1.00 M parameters")
+    assert "2 networks at 0.8 h on one GPU in all at an assumed 25 TFLOP/s sustained (0.5–1.5 h" in text
+    assert "`a` 0.25 h" in text and "1,450 scenes at 0.2 min on 16 CPU cores" in text

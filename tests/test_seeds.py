@@ -29,13 +29,17 @@ def test_finished_runs_are_kept_and_the_pipeline_run_counts(tmp_path):
     (tmp_path / "tfrecords" / "meta.json").write_text("{}")
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "net.json").write_text(json.dumps(_summary(40.0)))
+    (tmp_path / "metrics" / "real").mkdir()
+    (tmp_path / "metrics" / "real" / "net.json").write_text(json.dumps({"scenes": 1, **_summary(50.0)}))
     paths = {"raw": tmp_path, "scenes": tmp_path, "split": tmp_path, "tfrecords": tmp_path / "tfrecords",
              "estimator": tmp_path, "out": tmp_path / "runs"}
     for seed, cpsnr in ((1, 40.2), (2, 40.4)):
         run = tmp_path / "runs" / f"net-seed{seed}"
         run.mkdir(parents=True)
         fp = _fingerprint(params, "net", seed, tmp_path / "tfrecords")
-        (run / "summary.json").write_text(json.dumps({"fingerprint": fp, "summary": _summary(cpsnr)}))
+        real = {"scenes": 1, **_summary(cpsnr + 10 + seed / 10)}
+        (run / "summary.json").write_text(json.dumps({"fingerprint": fp,
+                                                      "summary": {"dev": _summary(cpsnr), "real": real}}))
     # Every run is there with its fingerprint: nothing is trained (no TensorFlow, no data needed).
     result = seed_study(params, paths, ["net"], [1, 2, 2019], tmp_path / "metrics", progress=False)
     entry = result["models"]["net"]
@@ -43,8 +47,20 @@ def test_finished_runs_are_kept_and_the_pipeline_run_counts(tmp_path):
     assert entry["challenge"]["mean_cpsnr"]["mean"] == pytest.approx(40.2)
     assert entry["challenge"]["mean_cpsnr"]["sd"] == pytest.approx(0.2)
     assert entry["ref"]["per_seed_cpsnr"] == {"1": 41.2, "2": 41.4, "2019": 41.0}
+    # The real scenes: the pipeline's own run (metrics/real/net.json) and each seed's, 50.0, 50.3, 50.6.
+    assert entry["real"]["scenes"] == 1
+    assert entry["real"]["challenge"]["mean_cpsnr"]["mean"] == pytest.approx(50.3)
+    assert entry["real"]["challenge"]["mean_cpsnr"]["sd"] == pytest.approx(0.3)
+    assert entry["real"]["ref"]["per_seed_cpsnr"] == {"1": pytest.approx(51.3), "2": pytest.approx(51.6), "2019": 51.0}
+    # Without the pipeline's real run (no real sample), the study has no real entry.
+    (tmp_path / "metrics" / "real" / "net.json").unlink()
+    assert "real" not in seed_study(params, paths, ["net"], [1, 2], tmp_path / "metrics", progress=False)["models"]["net"]
     # Other settings: the run no longer counts (it would be trained again).
     assert _fingerprint({**params, "train": {"epochs": 2}}, "net", 1, tmp_path / "tfrecords") != \
         _fingerprint(params, "net", 1, tmp_path / "tfrecords")
+    # Other data (a TFRecord file's content changed): the run no longer counts either.
+    before = _fingerprint(params, "net", 1, tmp_path / "tfrecords")
+    (tmp_path / "tfrecords" / "train-00000-of-00001.tfrecord.gz").write_bytes(b"other scenes")
+    assert _fingerprint(params, "net", 1, tmp_path / "tfrecords") != before
     with pytest.raises(FileNotFoundError, match="pipeline's run of other"):
         seed_study(params, paths, ["other"], [1], tmp_path / "metrics", progress=False)

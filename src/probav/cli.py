@@ -260,17 +260,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
     rows = estimate_training(merged, models, args.tflops, dev_scenes=args.dev_scenes,
                              input_examples_per_s=per_core * args.cores if per_core else None)
     prior = prior_cost(args.scenes, measured.get("prior_scenes_per_core_s"), args.cores)
+    estimate = json.dumps({"profile": str(args.profile), "cores": args.cores, "tflops": args.tflops,
+                           "measured": measured, "models": rows, "prior": prior}, indent=2) + "\n"
     if args.json:
-        print(json.dumps({"profile": str(args.profile), "cores": args.cores, "measured": measured,
-                          "models": rows, "prior": prior}, indent=2))
+        print(estimate, end="")
         return 0
     text = estimate_markdown(str(args.profile), rows, args.tflops, args.cores, measured, prior)
-    if args.out:
-        out = Path(args.out)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-    else:
+    for path, content in ((args.out, text), (args.json_out, estimate)):
+        if path:
+            out = Path(path)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(content)
+            tmp.replace(out)
+    if not args.out:
         print(text, end="")
     return 0
 
@@ -427,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", default="metrics/bench.json", help="measured shift_and_add rate for the prior")
     p.add_argument("--json", action="store_true", help="with --estimate: one JSON object")
     p.add_argument("--out", default=None, help="with --estimate: write the Markdown table to this file")
+    p.add_argument("--json-out", default=None, help="with --estimate: also write the JSON object to this file "
+                                                     "(the report's next steps read metrics/gpu-estimate.json)")
     p.set_defaults(func=cmd_profile)
     return parser
 

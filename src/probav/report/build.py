@@ -37,7 +37,7 @@ class Section:
 
 def _reference_fill(report: ReportInputs) -> dict[str, str]:
     return {"reference_section": reference_section(report.params, report.paths, report.runs, report.real_root,
-                                                   report.paths.real_labels, report.out_dir)}
+                                                   report.paths.real_labels, report.out_dir, report.seed_sd)}
 
 
 SECTIONS: tuple[Section, ...] = (

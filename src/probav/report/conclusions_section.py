@@ -4,6 +4,7 @@ statistics: a difference is stated only where its bootstrap interval excludes ze
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from probav.metrics.paired import PairedComparison, compare_tables
 from probav.params import derive_seed
@@ -66,10 +67,17 @@ def difference(c: PairedComparison) -> str:
             f"{c.worse} of {c.scenes} scenes, sign test {p_text(c.sign_p)})")
 
 
-def row(c: PairedComparison, what: str = "") -> list[str]:
+def row(c: PairedComparison, what: str = "", seed_sd=None) -> list[str]:
+    """A comparison's table row; the last column is each model's seed-to-seed sd (``seed_sd(model)``; — for a
+    deterministic model or one without ``make seeds``)."""
+    sds = [(seed_sd or (lambda name: None))(name) for name in (c.a, c.b)]
     return [f"`{c.a}` − `{c.b}`"] + ([what] if what else []) + [
         db(c.mean), f"{db(c.low)} to {db(c.high)}", f"{c.better} / {c.worse}", fmt_p(c.sign_p),
-        c.verdict if not c.detectable else f"**{c.verdict}**"]
+        c.verdict if not c.detectable else f"**{c.verdict}**",
+        " / ".join("—" if sd is None else f"{sd:.2f}" for sd in sds)]
+
+
+SEED_COLUMN = "seed sd, first / second (dB)"
 
 
 def paired(a: ModelRun, b: ModelRun, params: dict) -> PairedComparison:
@@ -89,7 +97,8 @@ def seed_noise(a: str, b: str, seeds: dict | None, track: str) -> str:
             f"a difference within about twice that is within the noise of training them.")
 
 
-def findings(runs: list[ModelRun], source: str, params: dict, seeds: dict | None = None) -> str:
+def findings(runs: list[ModelRun], source: str, params: dict, seeds: dict | None = None, seed_sd=None) -> str:
+    """The paired comparisons; ``seed_sd(model)``: a network's seed-to-seed sd of mean dev cPSNR, headline track."""
     by = {r.name: r for r in runs if r.ran}
     ran = sorted(by.values(), key=lambda r: r.metrics["mean_score"])
     if not ran:
@@ -101,7 +110,8 @@ def findings(runs: list[ModelRun], source: str, params: dict, seeds: dict | None
             f"percentile bootstrap interval ({RESAMPLES:,} resamples of the scenes, seeded from `params.yaml`'s "
             f"`seed`), and an exact two-sided sign test on the scenes each one wins. Where the interval includes "
             f"zero the verdict is *no detectable difference*. The intervals hold the scenes' variation, not the "
-            f"training's: " + ("the seed-to-seed spread of each network is in section 4 (*Training noise*)."
+            f"training's: " + ("the seed-to-seed spread of each network is in section 4 (*Training noise*) and in "
+                               "the last column (— = a deterministic classical model)."
                                if seeds else "each network was trained once (one seed; `make seeds` measures it)."))
     parts = [head]
     baseline = by.get("baseline")
@@ -109,14 +119,15 @@ def findings(runs: list[ModelRun], source: str, params: dict, seeds: dict | None
     if against_base:
         parts.append("**Every model against the baseline**\n\n" + md_table(
             ["comparison", "mean difference (dB)", "95% interval (dB)", "scenes better / worse", "sign test p",
-             "verdict"], [row(c) for c in against_base], ["l", "r", "r", "r", "r", "l"]))
+             "verdict", SEED_COLUMN], [row(c, seed_sd=seed_sd) for c in against_base],
+            ["l", "r", "r", "r", "r", "l", "r"]))
     pairs, sentences, open_pairs = [], [], []
     for a, b, what, better, worse, none in PAIRS:
         if a not in by or b not in by:
             open_pairs.append(f"`{a}` against `{b}`")
             continue
         c = paired(by[a], by[b], params)
-        pairs.append(row(c, what))
+        pairs.append(row(c, what, seed_sd))
         text = (none if not c.detectable else better if c.mean > 0 else worse).format(a=a, b=b, d=difference(c))
         if (a, b) == ("misr_net", "shift_and_add") and c.detectable and \
                 ((params.get("model") or {}).get("misr_base", "prior") == "prior"):
@@ -128,13 +139,13 @@ def findings(runs: list[ModelRun], source: str, params: dict, seeds: dict | None
     classical = [r for r in ran if r.kind == "classical"]
     if deep and classical and (deep[0].name, classical[0].name) not in {(p[0], p[1]) for p in PAIRS}:
         c = paired(deep[0], classical[0], params)
-        pairs.append(row(c, "the best network against the best classical method"))
+        pairs.append(row(c, "the best network against the best classical method", seed_sd))
         sentences.append(f"- The best network `{c.a}` against the best classical method `{c.b}`: {c.verdict} "
                          f"{difference(c)}.")
     if pairs:
         parts.append("**The pairs this report discusses**\n\n" + md_table(
             ["comparison", "what it tests", "mean difference (dB)", "95% interval (dB)", "scenes better / worse",
-             "sign test p", "verdict"], pairs, ["l", "l", "r", "r", "r", "r", "l"]))
+             "sign test p", "verdict", SEED_COLUMN], pairs, ["l", "l", "r", "r", "r", "r", "l", "r"]))
     by_base = {c.a: c for c in against_base}
     if "residual_single" in by_base:
         c = by_base["residual_single"]
@@ -197,7 +208,7 @@ def did_not_work(report: ReportInputs) -> str:
                  f"{db(dev['median'])} dB over the baseline on the dev scenes")
         if len(real_gain) == 2:
             text += (f" and {db(real_gain['median'][0])} dB on the {real_gain['median'][1]} real scene(s) with an "
-                     f"HR (section 4, *Real scenes*)")
+                     f"HR (section 5, *Real scenes*)")
         text += f", against {db(dev['shift_and_add'])} dB"
         if len(real_gain) == 2:
             text += f" and {db(real_gain['shift_and_add'][0])} dB"
@@ -219,7 +230,35 @@ def did_not_work(report: ReportInputs) -> str:
     return "**What did not work, or not well enough.** " + " ".join(points)
 
 
+def gpu_plan(metrics_dir: Path) -> str:
+    """The GPU profile's plan and its estimated cost (``make gpu-estimate``: ``metrics/gpu-estimate.json``)."""
+    path = metrics_dir / "gpu-estimate.json"
+    if not path.is_file():
+        return ("its cost is estimated by `make gpu-estimate`, which has not been run for this report "
+                "(`metrics/gpu-estimate.json` is missing)")
+    est = json.loads(path.read_text())
+    rows = est.get("models") or []
+    if not rows:
+        return "`make gpu-estimate` found no network to estimate"
+    steps = sorted({r["steps"] for r in rows})
+    params = [r["parameters"] for r in rows]
+    total = sum(r["hours"] for r in rows)
+    low, high = sum(r["hours_range"][0] for r in rows), sum(r["hours_range"][1] for r in rows)
+    text = (f"{' or '.join(f'{s:,}' for s in steps)} training steps per network, "
+            f"{min(params) / 1e6:.2f}–{max(params) / 1e6:.2f} M parameters; `make gpu-estimate` puts the "
+            f"{len(rows)} networks at {total:.1f} h on one GPU in all at an assumed {est.get('tflops', 25):g} TFLOP/s "
+            f"sustained ({low:.1f}–{high:.1f} h over its range; " + ", ".join(
+                f"`{r['model']}` {r['hours']:.2f} h" for r in rows) + ")")
+    prior = est.get("prior")
+    if prior:
+        text += (f", and the `shift_and_add` prior of the archive's {prior['scenes']:,} scenes at "
+                 f"{60 * prior['hours']:.1f} min on {prior['cores']} CPU cores")
+    return text + (" (`metrics/gpu-estimate.json`, `reports/gpu-real-estimate.md`: traced FLOPs over an assumed "
+                   "throughput and the input pipeline's measured rate, not a GPU measurement)")
+
+
 def fill(report: ReportInputs) -> dict[str, str]:
-    seeds_path = report.paths.metrics / "seeds.json"
-    seeds = json.loads(seeds_path.read_text()) if seeds_path.is_file() else None
-    return {"findings": findings(report.runs, report.source, report.params, seeds), "did_not_work": did_not_work(report)}
+    track = report.ran[0].metrics.get("track", "challenge") if report.ran else "challenge"
+    return {"findings": findings(report.runs, report.source, report.params, report.seeds,
+                                 lambda name: report.seed_sd(name, track)),
+            "did_not_work": did_not_work(report), "gpu_plan": gpu_plan(report.paths.metrics)}

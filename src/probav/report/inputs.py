@@ -271,6 +271,26 @@ class ReportInputs:
     real_root: Path | None
     runs: list[ModelRun]
     template: str
+    seeds: dict | None = None   # metrics/seeds.json (`make seeds`) where present
+
+    def seed_sd(self, model: str, track: str, where: str = "dev") -> float | None:
+        """The sd over seeds of ``model``'s mean cPSNR in ``track`` on dev (or ``where="real"``), from ``make
+        seeds``; None where the study has no such figure or was made from another run than this one (its entry
+        for this run's seed differs from this run's metrics: the study is stale, and its spread is not quoted)."""
+        entry = ((self.seeds or {}).get("models") or {}).get(model) or {}
+        if where != "dev":
+            entry = entry.get(where) or {}
+        figures = entry.get(track) or {}
+        run = next((r for r in self.runs if r.name == model and r.ran), None)
+        if run is None or not figures:
+            return None
+        own = figures.get("per_seed_cpsnr", {}).get(str(self.params.get("seed")))
+        real_path = self.paths.metrics / "real" / f"{model}.json"
+        metrics = run.metrics if where == "dev" else (json.loads(real_path.read_text()) if real_path.is_file() else None)
+        current = ((metrics or {}).get("tracks") or {}).get(track, {}).get("mean_cpsnr")
+        if own is None or current is None or abs(own - current) > 1e-6:
+            return None
+        return (figures.get("mean_cpsnr") or {}).get("sd")
 
     @property
     def ran(self) -> list[ModelRun]:
@@ -291,5 +311,7 @@ def read_inputs(params: dict, paths: Paths, options: Options) -> ReportInputs:
     runs = load_models(params, paths)
     add_layer_tables(runs, params, paths, options)
     template = paths.template.read_text() if paths.template.is_file() else ""
+    seeds_path = paths.metrics / "seeds.json"
+    seeds = json.loads(seeds_path.read_text()) if seeds_path.is_file() else None
     return ReportInputs(params, paths, options, data_source(params, paths.raw), git_commit(paths.repo), index, split,
-                        real_root, runs, template)
+                        real_root, runs, template, seeds)

@@ -17,6 +17,19 @@ def fmt(value, digits: int = 2, suffix: str = "") -> str:
     return f"{value:.{digits}f}{suffix}"
 
 
+def fmt_sd(value, sd, digits: int = 2, sign: bool = False) -> str:
+    """A figure of this run with the seed-to-seed sd of ``make seeds`` (``48.73 ± 0.02``), or alone where the
+    model has no spread (classical models are deterministic; a network without the study)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+    return text if sd is None else f"{text} ± {sd:.{digits}f}"
+
+
+SD_NOTE = ("± = the standard deviation between seeds of the network's mean cPSNR (`make seeds`, "
+           "`metrics/seeds.json`); the classical models are deterministic")
+
+
 def fmt_int(value) -> str:
     return "n/a" if value is None else f"{int(value):,}"
 

@@ -94,10 +94,12 @@ def figure(tables: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def real_results(paths, runs, out_dir: Path, source: str) -> str:
-    """The section's Markdown."""
-    from probav.report.markdown import figure_md, md_table
+def real_results(paths, runs, out_dir: Path, source: str, seed_sd=None) -> str:
+    """The section's Markdown; ``seed_sd(model, track, where)`` gives a network's seed-to-seed sd of mean cPSNR
+    on ``dev`` or ``real`` scenes (``make seeds``), quoted after its gain."""
+    from probav.report.markdown import SD_NOTE, figure_md, fmt_sd, md_table
 
+    seed_sd = seed_sd or (lambda model, track, where="dev": None)
     names = [r.name for r in runs if r.in_params or r.ran]
     metrics, tables = load_real(paths, names)
     parts = []
@@ -133,11 +135,14 @@ def real_results(paths, runs, out_dir: Path, source: str) -> str:
                         row += ["n/a", "n/a"]
                         continue
                     h = hit.iloc[0]
-                    row += [f"{h['real_gain']:+.2f} ({h['real_better']} of {h['real_scenes']} better)",
-                            "n/a" if h["dev_gain"] is None else f"{h['dev_gain']:+.2f}"]
+                    real_gain = fmt_sd(h["real_gain"], seed_sd(name, track, "real"), sign=True)
+                    row += [f"{real_gain} ({h['real_better']} of {h['real_scenes']} better)",
+                            fmt_sd(h["dev_gain"], seed_sd(name, track, "dev"), sign=True)]
                 rows.append(row)
             parts.append(md_table(["model", "real, challenge (dB)", f"{source} dev, challenge (dB)", "real, ref (dB)",
                                    f"{source} dev, ref (dB)"], rows, ["l", "r", "r", "r", "r"]))
+            if any("±" in cell for row in rows for cell in row):
+                parts.append(f"({SD_NOTE}; the baseline the gains are taken against is deterministic too.)")
             challenge = table[(table["track"] == "challenge") & (table["model"] != "baseline")].set_index("model")
             if not challenge.empty:
                 better = [n for n, r in challenge.iterrows() if r["real_gain"] > 0]
@@ -199,4 +204,4 @@ def nohr_text(paths, source: str) -> str:
 
 def fill(report) -> dict[str, str]:
     """``real_results`` for a ``probav.report.inputs.ReportInputs``."""
-    return {"real_results": real_results(report.paths, report.runs, report.out_dir, report.source)}
+    return {"real_results": real_results(report.paths, report.runs, report.out_dir, report.source, report.seed_sd)}

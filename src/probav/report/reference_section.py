@@ -104,10 +104,13 @@ def sim_and_real(metrics: dict) -> str:
     return text
 
 
-def tracks_table(runs) -> tuple[list[str], list[list[str]]]:
-    """Per scored model: mean score and cPSNR in both tracks, and what estimating the reference costs."""
+def tracks_table(runs, seed_sd=None) -> tuple[list[str], list[list[str]]]:
+    """Per scored model: mean score and cPSNR in both tracks (± the seed sd where ``seed_sd(model, track)`` has
+    one), and what estimating the reference costs."""
     from probav.report.build import fmt
+    from probav.report.markdown import fmt_sd
 
+    seed_sd = seed_sd or (lambda model, track: None)
     header = ["model", "score, challenge ↓", "score, ref ↓", "cPSNR challenge (dB)", "cPSNR ref (dB)",
               "cost of estimating (dB)", "scenes below baseline (challenge)", "worst vs baseline (dB)"]
     rows = []
@@ -124,7 +127,8 @@ def tracks_table(runs) -> tuple[list[str], list[list[str]]]:
             gap = table["cpsnr_challenge"] - table["norm"]
             worst, below = float(gap.min()), int((gap < 0).sum())
         rows.append([r.name, fmt(ch.get("mean_score"), 4), fmt(ref.get("mean_score"), 4),
-                     fmt(ch.get("mean_cpsnr"), 2), fmt(ref.get("mean_cpsnr"), 2), fmt(cost, 2),
+                     fmt_sd(ch.get("mean_cpsnr"), seed_sd(r.name, "challenge")),
+                     fmt_sd(ref.get("mean_cpsnr"), seed_sd(r.name, "ref")), fmt(cost, 2),
                      "n/a" if below is None else f"{below} of {len(table)}", fmt(worst, 2)])
     return header, rows
 
@@ -165,7 +169,7 @@ def figure(reference_table: pd.DataFrame | None, real: pd.DataFrame, runs, path:
 
 
 def reference_section(params: dict, paths, runs, real_root: Path | None, real_labels: Path | None,
-                      out_dir: Path) -> str:
+                      out_dir: Path, seed_sd=None) -> str:
     """The section's Markdown: the estimator, the margin, the two tracks, and the real scenes."""
     from probav.data.reference_labels import reference_settings
     from probav.report.build import figure_md, fmt, md_table
@@ -226,11 +230,14 @@ def reference_section(params: dict, paths, runs, real_root: Path | None, real_la
     elif real_root is None:
         parts.append("The real sample is not beside the repository: no real scene scored here.")
 
-    header, rows = tracks_table(runs)
+    header, rows = tracks_table(runs, seed_sd)
     if rows:
+        from probav.report.markdown import SD_NOTE
+
+        spread = any("±" in cell for row in rows for cell in row)
         parts.append("**Both tracks, every model** (dev scenes; cost of estimating = mean over the labelled scenes of "
                      "cPSNR given the reference minus cPSNR estimated; worst vs baseline = the challenge track's "
-                     "lowest cPSNR minus the scene's baseline cPSNR):\n\n"
+                     "lowest cPSNR minus the scene's baseline cPSNR" + (f"; {SD_NOTE}" if spread else "") + "):\n\n"
                      + md_table(header, rows, ["l"] + ["r"] * (len(header) - 1)))
     out = figure(table, real, runs, paths.figures / "reference_tracks.png")
     if out is not None:

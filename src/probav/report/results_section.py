@@ -9,7 +9,7 @@ import numpy as np
 
 from probav.report import figures
 from probav.report.inputs import ModelRun, ReportInputs
-from probav.report.markdown import figure_md, fmt, fmt_int, fmt_seconds, fmt_sig, md_table
+from probav.report.markdown import SD_NOTE, figure_md, fmt, fmt_int, fmt_sd, fmt_seconds, fmt_sig, md_table
 
 
 def _other_track(metrics: dict) -> tuple[str, float | None]:
@@ -38,7 +38,9 @@ def reads_reference(run: ModelRun) -> bool:
     return "estimated" in run.table and bool(run.table["estimated"].notna().any())
 
 
-def results_rows(runs: list[ModelRun], bench_ms: dict[str, float] | None = None) -> tuple[list[str], list[list[str]]]:
+def results_rows(runs: list[ModelRun], bench_ms: dict[str, float] | None = None,
+                 seed_sd=None) -> tuple[list[str], list[list[str]]]:
+    """The main table; ``seed_sd(model, track)`` gives a network's seed-to-seed sd of mean cPSNR (or None)."""
     ran = sorted([r for r in runs if r.ran], key=lambda r: r.metrics["mean_score"])
     track = ran[0].metrics.get("track", "challenge") if ran else "challenge"
     other = "ref" if track == "challenge" else "challenge"
@@ -55,7 +57,7 @@ def results_rows(runs: list[ModelRun], bench_ms: dict[str, float] | None = None)
         rows.append([f"**{r.name}**" if r is ran[0] else r.name, r.kind, fmt(m["mean_score"], 4),
                      fmt(_other_track(m)[1], 4),
                      fmt((bands.get("RED") or {}).get("mean_cpsnr"), 2), fmt((bands.get("NIR") or {}).get("mean_cpsnr"), 2),
-                     fmt(m.get("mean_cpsnr"), 2),
+                     fmt_sd(m.get("mean_cpsnr"), seed_sd(r.name, track) if seed_sd else None),
                      fmt(100 * m["beats_baseline"], 0, " %") if m.get("beats_baseline") is not None else "n/a",
                      fmt_int(r.parameters) if r.parameters is not None else "n/a",
                      fmt_seconds(r.training.get("seconds")) if r.kind == "deep" else "—",
@@ -67,7 +69,7 @@ def results_rows(runs: list[ModelRun], bench_ms: dict[str, float] | None = None)
     return header, rows
 
 
-def results_text(runs: list[ModelRun], bench_ms: dict[str, float] | None = None) -> str:
+def results_text(runs: list[ModelRun], bench_ms: dict[str, float] | None = None, with_sd: bool = False) -> str:
     ran = sorted([r for r in runs if r.ran], key=lambda r: r.metrics["mean_score"])
     if not ran:
         return "No model has metrics yet: run `dvc repro`."
@@ -89,7 +91,8 @@ def results_text(runs: list[ModelRun], bench_ms: dict[str, float] | None = None)
     text += (f" Columns: mean score = mean over dev scenes of norm / cPSNR (the official submission score, lower "
              f"is better) in the headline track ({m.get('track', 'challenge')}: "
              f"{'reference estimated' if m.get('track', 'challenge') == 'challenge' else 'reference given'}) and in "
-             f"the other; cPSNR per band = mean of the scenes' best-of-49-shifts cPSNR; scenes better than "
+             f"the other; cPSNR per band = mean of the scenes' best-of-49-shifts cPSNR"
+             + (f" ({SD_NOTE})" if with_sd else "") + "; scenes better than "
              "baseline = share of scenes with a score below 1; training time from `models/<name>/training.json`; ")
     text += ("prediction = the median time of one scene's prediction in the last `make bench` (`metrics/bench.json`, "
              "warmed up and repeated: the *Speed* table's figure); " if bench_ms else
@@ -146,9 +149,10 @@ def against_text(runs: list[ModelRun]) -> str:
 def fill(report: ReportInputs) -> dict[str, str]:
     runs, ran, out_dir, figures_dir = report.runs, report.ran, report.out_dir, report.paths.figures
     bench_ms = bench_inference_ms(report.paths.metrics / "bench.json")
-    header, rows = results_rows(runs, bench_ms)
+    header, rows = results_rows(runs, bench_ms, report.seed_sd)
+    with_sd = any(report.seed_sd(r.name, r.metrics.get("track", "challenge")) is not None for r in ran)
     out = {"results_table": md_table(header, rows, ["l", "l"] + ["r"] * (len(header) - 2)),
-           "results_text": results_text(runs, bench_ms)}
+           "results_text": results_text(runs, bench_ms, with_sd)}
     if ran:
         tables = {r.name: r.table for r in ran}
         box = figures.score_slopes(tables, figures_dir / "results_scores.png")

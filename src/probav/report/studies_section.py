@@ -75,8 +75,9 @@ def _difference(entry: dict) -> str:
     return text if vs["verdict"] != "no detectable difference" else f"{text}, n.s."
 
 
-def ablations(metrics_dir: Path) -> str:
-    """One table per factor: each variant's mean dev cPSNR and its paired difference against the shipped one."""
+def ablations(metrics_dir: Path, seed_sd=None) -> str:
+    """One table per factor: each variant's mean dev cPSNR and its paired difference against the shipped one;
+    for a network, its seed-to-seed sd (``seed_sd(model, track)``) to read the differences against."""
     data = _read(metrics_dir / "ablations.json")
     if data is None:
         return ("Not run in this pipeline: `make ablations` changes one factor at a time (shifts, QMs, frames, "
@@ -102,9 +103,19 @@ def ablations(metrics_dir: Path) -> str:
                      + md_table(["variant", "challenge track", "ref track"], rows, ["l", "r", "r"]))
     for model, why in (data.get("skipped_models") or {}).items():
         parts.append(f"`{model}` was left out: {why}.")
+    networks = sorted({f["model"] for f in data.get("factors", {}).values()})
+    spreads = {m: [(seed_sd or (lambda *_: None))(m, t) for t in ("challenge", "ref")] for m in networks}
+    spreads = {m: sd for m, sd in spreads.items() if all(v is not None for v in sd)}
+    if spreads:
+        parts.append("Every variant of a network is the pipeline's one trained network, fed differently, so the paired "
+                     "differences above hold no training noise; for scale, the mean dev cPSNR of a network trained "
+                     "with another seed moves by sd " + ", ".join(
+                         f"{sd[0]:.2f} (challenge) and {sd[1]:.2f} dB (ref) for `{m}`" for m, sd in spreads.items())
+                     + " (`make seeds`).")
     return "\n\n".join(parts)
 
 
 def fill(report: ReportInputs) -> dict[str, str]:
     metrics = report.paths.metrics
-    return {"held_out_test": held_out_test(metrics), "seeds": seeds(metrics), "ablations": ablations(metrics)}
+    return {"held_out_test": held_out_test(metrics), "seeds": seeds(metrics),
+            "ablations": ablations(metrics, report.seed_sd)}
