@@ -14,7 +14,6 @@ interrupted run resumes; ``norm.csv`` is written last, so a half-made ``data/raw
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,8 @@ from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
 from tqdm import tqdm
+
+from probav.data.resume import file_sha256
 
 OFFICIAL_URL = "https://kelvins.esa.int/media/competitions/proba-v-super-resolution/probav_data.zip"
 SOURCES = ("synthetic", "kelvins", "archive", "folder")
@@ -303,15 +304,6 @@ def _parse_content_range(value: str) -> tuple[int, int | None]:
 
 # --------------------------------------------------------------------------- integrity
 
-def sha256_of(path: os.PathLike | str) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _record_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".sha256.json")
 
@@ -337,7 +329,7 @@ def _mismatch(path: Path, size: int | None, sha256: str | None) -> str | None:
     if size is not None and actual_size != size:
         return f"size {actual_size} bytes, expected {size}"
     if sha256 is not None:
-        actual_sha = sha256_of(path)
+        actual_sha = file_sha256(path)
         if actual_sha != sha256:
             return f"sha256 {actual_sha}, expected {sha256}"
     return None
@@ -386,7 +378,7 @@ def _change_hint(origin: str) -> str:
 
 def _record_checksums(dest: Path, url: str) -> None:
     """Record the measured size and sha256 beside the download, and say how to pin them."""
-    size, digest = dest.stat().st_size, sha256_of(dest)
+    size, digest = dest.stat().st_size, file_sha256(dest)
     record = {"url": url, "size": size, "sha256": digest,
               "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     record_path = _record_path(dest)

@@ -42,6 +42,7 @@ def digest(data) -> str:
 
 
 def file_sha256(path: os.PathLike | str) -> str:
+    """Hex sha256 of a file (read in chunks: archives are hundreds of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
