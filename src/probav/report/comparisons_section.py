@@ -203,8 +203,10 @@ def worst_text(scene, best: str, tables: dict[str, pd.DataFrame], misaligned: di
         parts.append(f"Registering {best}'s prediction onto the HR after the metric's best shift measures a residual "
                      f"misalignment of {np.hypot(*shift):.2f} HR pixels (dy {shift[0]:+.2f}, dx {shift[1]:+.2f} bring it "
                      f"onto the HR)" + (f", against {' and '.join(others)}" if others else "")
-                     + ": a fraction of a pixel that the metric cannot undo, drawn in the error maps as paired red and "
-                       "blue bands on the two sides of every sharp edge.")
+                     + ": a fraction of a pixel that the metric cannot undo. In the error maps it shows where the HR "
+                       "has a sharp, high-contrast edge, as a red band on one side and a blue band on the other, and "
+                       "in every model's map alike (they are all placed on the same frames' grid); elsewhere the "
+                       "error is mostly the HR's pixel-scale texture, which no model recovers.")
     elif misaligned:
         parts.append(f"Registering {best}'s prediction onto the HR failed its checks, so its misalignment is not measured.")
     return "**What the worst scene shows.** " + " ".join(parts) if parts else ""

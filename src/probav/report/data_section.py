@@ -188,7 +188,7 @@ def fill(report: ReportInputs) -> dict[str, str]:
                                       "index's every usable scene: train, dev and test; the two bands' bars are "
                                       "drawn over each other, darker where both are). Middle: clear fraction (QM) of "
                                       "each LR frame of the sampled scenes, frames counted on a log scale. Right: "
-                                      "clear fraction (SM) of the HR of the train and dev scenes (test scenes have "
+                                      "clear fraction (SM) of the HR of every scene that has one (the archive's train scenes: the train, val and dev splits; test scenes have "
                                       "none). Dashed: the inclusion rules (60% and 75%).")
         out["frames_text"] = frames_text(index, run_stats)
         figure = figures.value_histograms(run_stats, paths.figures / "data_values.png",
