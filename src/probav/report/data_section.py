@@ -185,11 +185,11 @@ def fill(report: ReportInputs) -> dict[str, str]:
         figure = figures.frames_clearance(index, run_stats, paths.figures / "data_frames_clearance.png")
         out["fig_frames"] = figure_md(figure, out_dir, "frames and clearance",
                                       "Left: how many scenes have each number of LR frames, per band (the scene "
-                                      "index's every usable scene: train, dev and test; the two bands' bars are "
+                                      "index's every usable scene: train, val, dev and test; the two bands' bars are "
                                       "drawn over each other, darker where both are). Middle: clear fraction (QM) of "
                                       "each LR frame of the sampled scenes, frames counted on a log scale. Right: "
-                                      "clear fraction (SM) of the HR of every scene that has one (the archive's train scenes: the train, val and dev splits; test scenes have "
-                                      "none). Dashed: the inclusion rules (60% and 75%).")
+                                      "clear fraction (SM) of the HR of every scene that has one (the archive's "
+                                      "train scenes: the train, val and dev splits; test scenes have none). Dashed: the inclusion rules (60% and 75%).")
         out["frames_text"] = frames_text(index, run_stats)
         figure = figures.value_histograms(run_stats, paths.figures / "data_values.png",
                                        f"LR values of this run's data ({source}, sampled scenes)")
