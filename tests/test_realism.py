@@ -71,6 +71,17 @@ def test_shift_statistics_of_frames_on_and_off_the_grid():
     assert np.max(on.shift_fraction) < 0.05 and sorted(np.round(on.shift_magnitude, 1)) == [0.0, 1.0, 1.0, 1.4]
     off = scene_statistics(_scene(frames([(0, 0), (0.5, 0.5), (-0.5, 0.5), (0.5, -0.5), (0, 0)])))
     assert np.median(off.shift_fraction) > 0.4
+    assert on.reference_fraction == [] and on.reference_cell == []   # no known reference frame: not measured
+
+    # The reference frame (frame 0) a third of a pixel from the others' common position: the frames are on
+    # one another's grid (shift_fraction small: the clearest frame is one of them) but off the reference's.
+    scene = _scene(frames([(0, 0), (0.33, 0.33), (0.33, 0.33), (1.33, 0.33), (0.33, -0.67)]))
+    scene.reference = 0
+    ref = scene_statistics(scene)
+    assert len(ref.reference_fraction) == 8 and len(ref.reference_cell) == 4
+    assert np.median(ref.reference_fraction) == pytest.approx(0.33, abs=0.05)
+    assert ref.reference_cell == [0.0] * 4
+    assert np.median(ref.shift_fraction) < 0.1
 
 
 def test_values_clouds_and_bits():
@@ -95,11 +106,14 @@ def test_ks_distance_and_scorecard_rows():
     assert ks_distance([1, 2, 3], [10, 11, 12]) == 1.0
     assert ks_distance([], [1]) is None
     a = SceneStats("imgset0000", "RED", True, 10, shift_magnitude=[0.1, 0.2], shift_fraction=[0.1, 0.2, 0.05, 0.1],
+                   reference_fraction=[0.1, 0.3], reference_cell=[0.0],
                    spectra=[radial_spectrum(power_law_field(2.5), 24)], coherence=[0.4], values=np.array([3000.0]),
                    above_14bit=1e-3, cloud_cover=[0.0, 0.1], cloud_objects=[5, 9])
     rows = scorecard([a], [a], {"RED": np.array([47.0])}, {"RED": np.array([47.0])}, [1.0], [1.0])
     assert rows and all(r["distance"] in (None, 0.0) for r in rows)
     assert {r["statistic"] for r in rows} >= {"shift magnitude (LR px, median)", "spectral slope (log-log)",
+                                               "position relative to the reference frame: distance to its LR grid "
+                                               "(LR px, median)", "frames in the reference frame's own HR cell (share)",
                                                "directionality (structure-tensor coherence)",
                                                "baseline cPSNR (norm.csv, dB, median)",
                                                "reference frame's margin over the next-best frame (dB, median)"}

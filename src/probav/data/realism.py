@@ -10,6 +10,12 @@ Per scene (``scene_statistics``), computed the same way on both sides:
 - ``shift``: every usable frame registered to the scene's clearest frame (``probav.reference
   .clear_alignment``): the shift's magnitude (LR px) and each component's distance to the nearest whole
   pixel (0 on the LR grid, 0.25 on average for positions spread evenly over the pixel);
+- ``reference``: where the scene's reference frame is known (the simulator's labels, PROBA-V-REF for real
+  scenes), every usable frame registered to *that* frame, as ``probav.report.positions`` does: each
+  component's distance to the reference's LR grid, and whether the frame lies in the reference's own HR
+  cell (within 1/6 LR pixel in both directions). The clearest frame is one frame among others; the
+  reference sits on the HR's grid, and real frames' common position is further from it than from each
+  other (simulator version 3 placed the others' common position within about 0.05 LR px of it);
 - ``spectrum``: the radially averaged power spectrum (DN²) of the frames that are clear (QM; without a
   QM, the half of the frames closest to the scene's median, which keeps unmasked clouds out): its log-log
   slope over 0.05–0.45 cycles per pixel and its level (log10 of the mean power over 0.2–0.3);
@@ -61,6 +67,8 @@ class SceneStats:
     frames: int
     shift_magnitude: list[float] = field(default_factory=list)
     shift_fraction: list[float] = field(default_factory=list)
+    reference_fraction: list[float] = field(default_factory=list)
+    reference_cell: list[float] = field(default_factory=list)
     spectra: list[np.ndarray] = field(default_factory=list)
     coherence: list[float] = field(default_factory=list)
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -120,6 +128,24 @@ def _clear_looking_frames(scene: Scene, features: np.ndarray | None) -> list[int
     return [int(k) for k in np.argsort(distance, kind="stable")[: max(1, scene.frames // 2)]]
 
 
+def reference_positions(scene: Scene, out: SceneStats) -> None:
+    """Fill ``out.reference_fraction`` and ``out.reference_cell``: every usable frame (clearance at least
+    ``MIN_SHIFT_CLEARANCE``, registration checks passed) registered to the scene's reference frame."""
+    from probav.registration import Alignment
+    from probav.scene import SCALE
+
+    ref = int(scene.reference)
+    alignment = Alignment.to(np.asarray(scene.lr, np.float64) / 65535.0, np.asarray(scene.qm, bool), ref,
+                             range(scene.frames))
+    for k in alignment.frames:
+        r = alignment.results[k]
+        if k == ref or scene.clearance[k] < MIN_SHIFT_CLEARANCE or not r.ok:
+            continue
+        fraction = _fraction_to_grid(np.asarray(r.shift, np.float64))
+        out.reference_fraction.extend(fraction.tolist())
+        out.reference_cell.append(float(np.all(fraction < 0.5 / SCALE)))
+
+
 def scene_statistics(scene: Scene, shifts: bool = True) -> SceneStats:
     """``SceneStats`` of one scene (see the module doc); ``shifts`` registers its frames (the costly part)."""
     from probav.reference import cached_alignment, frame_features
@@ -138,6 +164,8 @@ def scene_statistics(scene: Scene, shifts: bool = True) -> SceneStats:
             s = np.asarray(aligned.results[k].shift, np.float64)
             out.shift_magnitude.append(float(np.hypot(*s)))
             out.shift_fraction.extend(_fraction_to_grid(s).tolist())
+        if scene.reference is not None:
+            reference_positions(scene, out)
     for k in _clear_looking_frames(scene, features):
         out.spectra.append(radial_spectrum(lr[k], SPECTRUM_BINS))
         out.coherence.append(coherence(lr[k].astype(np.float64)))
@@ -217,6 +245,14 @@ def scorecard(synthetic: list[SceneStats], real: list[SceneStats], synthetic_nor
     distribution("shift magnitude (LR px, median)", "shift_magnitude", None)
     distribution("shift distance to the whole pixel (LR px, median)", "shift_fraction", None,
                  "0.25 for positions spread evenly over the pixel")
+    distribution("position relative to the reference frame: distance to its LR grid (LR px, median)",
+                 "reference_fraction", None, "per axis; scenes with a known reference frame")
+    a, b = _pool(synthetic, "reference_cell"), _pool(real, "reference_cell")
+    if a.size and b.size:
+        rows.append(_row("frames in the reference frame's own HR cell (share)", None, float(a.mean()),
+                         float(b.mean()), abs(float(a.mean()) - float(b.mean())), "|difference|",
+                         sum(1 for s in real if s.reference_cell), b.size,
+                         "within 1/6 LR px of its grid in both directions; 1/9 for positions spread evenly"))
     for band in BANDS:
         syn_slopes, syn_levels = _spectrum_rows(synthetic, band)
         real_slopes, real_levels = _spectrum_rows(real, band)
@@ -292,6 +328,13 @@ def real_margins(folder: os.PathLike | str | None, labels: os.PathLike | str | N
 
 # --------------------------------------------------------------------------- the stage
 
+def _labelled(scene: Scene, labels: dict) -> Scene:
+    """The scene with its labelled reference frame (``labels``: ``read_labels``), when it has one."""
+    if scene.name in labels and int(labels[scene.name][1]) in set(scene.ids.tolist()):
+        scene.reference = scene.frame_index(int(labels[scene.name][1]))
+    return scene
+
+
 def run_scorecard(raw: os.PathLike | str, index_csv: os.PathLike | str, params: dict,
                   reference_table: os.PathLike | str | None = None, base: os.PathLike | str = ".",
                   scenes_per_band: int = 24, shift_scenes: int = 12, progress: bool = True) -> dict:
@@ -313,8 +356,14 @@ def run_scorecard(raw: os.PathLike | str, index_csv: os.PathLike | str, params: 
     folders = [raw / p for band in BANDS
                for p in sample_evenly(list(ok.loc[(ok["band"] == band) & (ok["split"] == "train"), "path"]),
                                       scenes_per_band)]
-    synthetic = collect(folders, shift_scenes, lambda d: read_scene(d, require_hr=False), progress, "this run's data")
+    from probav.data.reference_labels import LABELS_FILE, read_labels
+
+    syn_labels = read_labels(raw / LABELS_FILE) if (raw / LABELS_FILE).is_file() else {}
+    synthetic = collect(folders, shift_scenes, lambda d: _labelled(read_scene(d, require_hr=False), syn_labels),
+                        progress, "this run's data")
     cfg = real_settings(params, base)
+    real_labels = (read_labels(cfg["labels"]) if cfg["labels"] is not None and Path(cfg["labels"]).is_file()
+                   else {})
     real_folders, absent = [], []
     for key, what in (("folder", "real scenes (official layout)"), ("lr_only", "real LR-only scenes")):
         why = missing(cfg[key], what)
@@ -322,7 +371,7 @@ def run_scorecard(raw: os.PathLike | str, index_csv: os.PathLike | str, params: 
             absent.append(why)
         else:
             real_folders += find_scene_folders(cfg[key])
-    real = collect(real_folders, None, lambda d: read_any_scene(d), progress, "real scenes")
+    real = collect(real_folders, None, lambda d: read_any_scene(d, None, real_labels), progress, "real scenes")
     real_norm_path = Path(cfg["folder"]) / "norm.csv" if cfg["folder"] is not None else None
     real_norms = norms_by_band(real_norm_path) if real_norm_path is not None and real_norm_path.is_file() else None
     margins = None
