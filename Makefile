@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install repro test test-fast bench nohr ablations seeds scale gpu-estimate report clean-venv
+.PHONY: install repro test test-fast bench nohr ablations seeds tune scale gpu-estimate report clean-venv
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ ablations: $(STAMP)
 # (a study: the pipeline's training time once per extra seed; the report reads metrics/seeds.json).
 seeds: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:seeds
+
+# shift_and_add's settings selected on the val split (never dev): a coordinate search over params studies.tune,
+# every value also scored on the real scenes with an HR, never used to select (a study: a few minutes; the report
+# reads metrics/tuning.json when present; params.yaml is not changed).
+tune: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro -s studies/dvc.yaml:tune
 
 # What the archive's size costs here: the pipeline from scratch at the default size and with
 # profiles/archive-cpu.yaml (1450 scenes), in clones of the last commit, every stage timed with its

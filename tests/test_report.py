@@ -532,3 +532,51 @@ def test_next_steps_quote_the_gpu_estimate(tmp_path: Path):
     assert text.startswith("90,000 training steps per network, 0.90–1.00 M parameters")
     assert "2 networks at 0.8 h on one GPU in all at an assumed 25 TFLOP/s sustained (0.5–1.5 h" in text
     assert "`a` 0.25 h" in text and "1,450 scenes at 0.2 min on 16 CPU cores" in text
+
+
+def test_tuning_is_read_when_present_and_named_when_not(tmp_path: Path):
+    from probav.report import studies_section as studies
+
+    assert studies.tuning(tmp_path).startswith("Not run in this pipeline: `make tune`")
+    assert "\n" not in studies.tuning(tmp_path)                    # one line, no table
+
+    def paired(mean, low, high, better, worse):
+        return {"scenes": 10, "mean": mean, "low": low, "high": high, "better": better, "worse": worse,
+                "sign_p": 0.02, "detectable": low > 0 or high < 0}
+
+    (tmp_path / "tuning.json").write_text(json.dumps({
+        "subset": "val", "track": "challenge", "scenes": 10, "bands": {"RED": 5, "NIR": 5}, "passes_run": 2,
+        "converged": True,
+        "configurations": 40, "resamples": 10000, "rule": "highest val mean cPSNR",
+        "real": {"scenes": ["imgset0000"], "skipped": None},
+        "joint": [["sharpen", "sharpen_sigma"]],
+        "parameters": {
+            "sharpen": {"shipped": 1.5, "selected": 3.0, "equals_shipped": False, "at_edge": True, "detectable": True,
+                        "joint_with": ["sharpen_sigma"],
+                        "val": {"challenge": {"shipped": 48.194, "selected": 48.243,
+                                              "vs_shipped": paired(0.049, 0.03, 0.07, 9, 1)}},
+                        "real": {"challenge": {"shipped": 53.25, "selected": 53.20}}},
+            "max_frames": {"shipped": 12, "selected": 0, "equals_shipped": False, "detectable": False,
+                           "val": {"challenge": {"shipped": 48.2, "selected": 48.21,
+                                                 "vs_shipped": paired(0.01, -0.01, 0.03, 6, 4)}},
+                           "real": {"challenge": {"shipped": 53.25, "selected": 53.25}}},
+            "fusion": {"shipped": "upscale", "selected": "upscale", "equals_shipped": True, "detectable": False,
+                       "val": {"challenge": {"shipped": 48.2, "selected": 48.2, "vs_shipped": None}},
+                       "real": {"challenge": {"shipped": 53.25, "selected": 53.25}}}},
+        "overall": {"changed": {"sharpen": {"shipped": 1.5, "selected": 3.0}},
+                    "shipped": {"val": {"challenge": {"mean_cpsnr": 48.194}}, "real": {"challenge": 53.25}},
+                    "selected": {"val": {"challenge": {"mean_cpsnr": 48.243,
+                                                       "vs_shipped": paired(0.049, 0.03, 0.07, 9, 1)}},
+                                 "real": {"challenge": 53.2}}}}))
+    text = studies.tuning(tmp_path)
+    table = _table_after(text, "selected on the 10 val scenes").set_index("setting")
+    assert list(table.columns) == ["shipped", "val-selected", "val shipped", "val selected", "difference [95%]", "real"]
+    assert table.loc["`sharpen` (with `sharpen_sigma`)"].tolist() == ["1.5", "3 (grid edge)", "48.194", "48.243",
+                                               "+0.049 [+0.030, +0.070], 9↑ 1↓", "53.25 → 53.20 (-0.05)"]
+    assert table.loc["`max_frames`", "val-selected"] == "0 (all)"
+    assert table.loc["`max_frames`", "difference [95%]"].endswith(", n.s.")
+    assert table.loc["`fusion`", "difference [95%]"] == "same value" and table.loc["`fusion`", "real"] == "53.25"
+    assert "**All changes together** (`sharpen` 1.5 → 3)" in text and "(imgset0000)" in text
+    assert "challenge track 48.194 → 48.243 dB" in text and "2 pass(es), 40 configurations, converged" in text
+    assert "Swept together (every combination of their values: their effects are coupled): `sharpen` with " \
+           "`sharpen_sigma`." in text

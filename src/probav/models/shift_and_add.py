@@ -35,7 +35,10 @@ reference's, so the other frames only change what is inside the blocks, and only
 How the design was checked without tuning to the one real scene with an HR here (imgset0000): the
 mechanism (the reference is the binned HR) was measured on it and holds on PROBA-V-REF's second scene
 quoted in PROBAV.md; the settings were chosen on synthetic dev scenes, whose simulator now has such a
-reference frame; imgset0000 was scored once with them, in both tracks.
+reference frame; imgset0000 was scored once with them, in both tracks. Dev is the split this project reports,
+so choosing on it flatters the reported score: ``make tune`` (``probav.tuning``) selects these settings on the
+val split instead, with every value also scored on the real scenes, and says which shipped values it would change
+(``metrics/tuning.json``; the shipped values change only by hand).
 
 Where the time goes: about half of a scene's time (both tracks, the challenge track's reference
 estimate included) is registering its frames (``probav.registration``: once per scene, shared with the

@@ -1,7 +1,8 @@
 """What the studies outside the default run add to section 4, read from their outputs when present: the
 held-out test score (``metrics/test.json``, the package stage), the seed-to-seed spread of the networks
-(``metrics/seeds.json``, ``make seeds``) and the one-factor ablations (``metrics/ablations.json``,
-``make ablations``). A study that was not run is named with the command that runs it."""
+(``metrics/seeds.json``, ``make seeds``), the one-factor ablations (``metrics/ablations.json``,
+``make ablations``) and ``shift_and_add``'s settings selected on val (``metrics/tuning.json``, ``make tune``).
+A study that was not run is named with the command that runs it."""
 from __future__ import annotations
 
 import json
@@ -115,7 +116,94 @@ def ablations(metrics_dir: Path, seed_sd=None) -> str:
     return "\n\n".join(parts)
 
 
+def _setting(name: str, value) -> str:
+    if name == "max_frames" and value == 0:
+        return "0 (all)"
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _paired(vs: dict | None) -> str:
+    if not vs:
+        return "—"
+    text = f"{vs['mean']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}], {vs['better']}↑ {vs['worse']}↓"
+    return text if vs.get("detectable") else f"{text}, n.s."
+
+
+def _real(pair: dict | None) -> str:
+    if not pair or pair.get("shipped") is None:
+        return "—"
+    if pair.get("selected") is None or pair["selected"] == pair["shipped"]:
+        return fmt(pair["shipped"], 2)
+    return f"{fmt(pair['shipped'], 2)} → {fmt(pair['selected'], 2)} ({pair['selected'] - pair['shipped']:+.2f})"
+
+
+def tuning(metrics_dir: Path) -> str:
+    """Per ``shift_and_add`` setting: shipped and val-selected values, their val cPSNR, the paired difference
+    with its interval, their real-scene cPSNR (``metrics/tuning.json``); one line naming ``make tune`` when absent."""
+    data = _read(metrics_dir / "tuning.json")
+    if data is None:
+        return ("Not run in this pipeline: `make tune` selects `shift_and_add`'s settings on the val split (never "
+                "dev) and writes `metrics/tuning.json`.")
+    track = data["track"]
+    real = data.get("real") or {}
+    real_names = ", ".join(real.get("scenes") or [])
+    bands = ", ".join(f"{n} {b}" for b, n in (data.get("bands") or {}).items())
+    parts = [f"The settings of `classical.shift_and_add` selected on the {data['scenes']} val scenes ({bands}), "
+             f"never on dev (`make tune`, `metrics/tuning.json`; per scene `metrics/tuning/scenes.csv`): a coordinate "
+             f"search, one setting at a time over the values of `studies.tune.grid` with the others held, "
+             f"{data['passes_run']} pass(es), {data['configurations']} configurations, "
+             + ("converged (no single setting's values improve on the point reached)"
+                if data.get("converged") else "stopped by the pass limit before converging (`studies.tune.passes`)")
+             + f"; the rule: {data['rule']}. "
+             f"Each row is the setting's last sweep (the other settings where the search stood then). Val cPSNR in "
+             f"dB, {track} track; the difference is val-selected − shipped per scene, mean with its 95% bootstrap "
+             f"interval ({data['resamples']:,} resamples) and the scenes better ↑ / worse ↓; n.s. = no detectable "
+             f"difference. "
+             + (f"Real: the cPSNR on the real scene(s) with an HR ({real_names}), {track} track, shipped → selected; "
+                f"reported, never used to select." if real.get("scenes") else
+                f"Real scenes: left out ({real.get('skipped')}).")]
+    rows = []
+    for name, entry in data.get("parameters", {}).items():
+        val = (entry.get("val") or {}).get(track) or {}
+        selected = _setting(name, entry["selected"]) + (" (grid edge)" if entry.get("at_edge") else "")
+        joint = "".join(f" (with `{n}`)" for n in entry.get("joint_with") or [])
+        rows.append([f"`{name}`{joint}", _setting(name, entry["shipped"]),
+                     selected if entry.get("equals_shipped") else f"**{selected}**",
+                     fmt(val.get("shipped"), 3), fmt(val.get("selected"), 3),
+                     "same value" if entry.get("equals_shipped") else _paired(val.get("vs_shipped")),
+                     _real((entry.get("real") or {}).get(track))])
+    groups = [g for g in data.get("joint") or [] if len(g) > 1]
+    if groups:
+        parts.append("Swept together (every combination of their values: their effects are coupled): "
+                     + "; ".join(" with ".join(f"`{n}`" for n in g) for g in groups)
+                     + ". Their rows compare the selected combination with the shipped one.")
+    parts.append(md_table(["setting", "shipped", "val-selected", "val shipped", "val selected",
+                           "difference [95%]", "real"], rows, ["l", "r", "r", "r", "r", "r", "r"]))
+    overall = data.get("overall") or {}
+    changed = overall.get("changed") or {}
+    if not changed:
+        parts.append("The search kept every shipped value: on val, no value tried beats the shipped settings.")
+    else:
+        moves = ", ".join(f"`{k}` {_setting(k, v['shipped'])} → {_setting(k, v['selected'])}" for k, v in changed.items())
+        cells = []
+        for t in ("challenge", "ref"):
+            shipped = ((overall.get("shipped") or {}).get("val") or {}).get(t) or {}
+            chosen = ((overall.get("selected") or {}).get("val") or {}).get(t) or {}
+            if shipped:
+                cells.append(f"{t} track {fmt(shipped.get('mean_cpsnr'), 3)} → {fmt(chosen.get('mean_cpsnr'), 3)} dB "
+                             f"({_paired(chosen.get('vs_shipped'))})")
+        text = f"**All changes together** ({moves}) against the shipped settings, on val: " + "; ".join(cells) + "."
+        if real.get("scenes"):
+            reals = [f"{t} track {_real({'shipped': ((overall.get('shipped') or {}).get('real') or {}).get(t), 'selected': ((overall.get('selected') or {}).get('real') or {}).get(t)})} dB"
+                     for t in ("challenge", "ref")]
+            text += " On the real scene(s): " + "; ".join(reals) + "."
+        parts.append(text)
+        parts.append("A val-selected value's val figures are optimistic: it was chosen among many on these few "
+                     "scenes. The shipped settings change only by hand, on this evidence and the real scenes'.")
+    return "\n\n".join(parts)
+
+
 def fill(report: ReportInputs) -> dict[str, str]:
     metrics = report.paths.metrics
     return {"held_out_test": held_out_test(metrics), "seeds": seeds(metrics),
-            "ablations": ablations(metrics, report.seed_sd)}
+            "ablations": ablations(metrics, report.seed_sd), "tuning": tuning(metrics)}
