@@ -42,6 +42,7 @@ try:  # libdeflate: about twice as fast as zlib at inflating these images (see `
 except ImportError:  # pragma: no cover - depends on the environment
     _libdeflate = None
 _crc32 = zlib.crc32 if _libdeflate is None else _libdeflate.crc32
+INFLATE = "zlib" if _libdeflate is None else "libdeflate"
 
 
 # Rows inflated first to look for filter types this reader leaves to Pillow (see ``decode_fast``).
