@@ -130,11 +130,23 @@ def test_real_files_are_read_exactly_as_pillow_reads_them_on_the_fast_path(proba
     assert read_image(scene / "LR000.png", (128, 128)).dtype == np.uint16
 
 
+def test_official_files_are_written_byte_for_byte(probav_mini):
+    """encode_png writes the 16-bit images exactly as the official archive holds them (filter None,
+    zlib level 6, one IDAT chunk)."""
+    for path in sorted(probav_mini.glob("**/*.png")):
+        image = read_png(path)
+        if image.dtype == np.uint16:
+            assert png.encode_png(image) == path.read_bytes(), path
+    hr = probav_mini / "train" / "RED" / "imgset0000" / "HR.png"
+    assert encode_png(read_png(hr)) == hr.read_bytes()  # a submission's image too
+
+
 def test_real_files_without_libdeflate(probav_mini, monkeypatch):
     """The standard library's zlib and CRC-32 give the same arrays (libdeflate is optional)."""
     monkeypatch.setattr(png, "_libdeflate", None)
     monkeypatch.setattr(png, "_crc32", zlib.crc32)
-    for path in sorted(probav_mini.glob("train/RED/imgset0000/*.png"))[:8] + [probav_mini / "train/RED/imgset0000/HR.png"]:
+    scene = probav_mini / "train" / "RED" / "imgset0000"
+    for path in sorted(scene.glob("*.png"))[:8] + [scene / "HR.png", scene / "SM.png"]:
         data = path.read_bytes()
         assert_same(png.decode_png(data), pillow(data))
 
@@ -187,7 +199,8 @@ def test_pillow_written_files_go_to_pillow_and_read_the_same(tmp_path):
     assert_same(png.decode_png(buffer.getvalue()), image)
 
 
-@pytest.mark.parametrize("case", ["interlaced 16-bit", "interlaced 1-bit", "2-bit", "4-bit", "tRNS", "unknown critical"])
+@pytest.mark.parametrize("case", ["interlaced 16-bit", "interlaced 1-bit", "2-bit", "4-bit", "tRNS",
+                                  "unknown critical"])
 def test_other_grayscale_files_go_to_pillow(case):
     rng = np.random.default_rng(11)
     depth = {"interlaced 1-bit": 1, "2-bit": 2, "4-bit": 4, "tRNS": 8, "unknown critical": 8}.get(case, 16)
@@ -350,7 +363,7 @@ def test_encode_png_each_filter(filter_type, dtype):
 
 
 def test_encode_png_filters_and_refusals():
-    assert png.FILTER == {8: 0, 16: 1}
+    assert png.FILTER == 0  # as the official files: see test_official_files_are_written_byte_for_byte
     data = png.encode_png(np.zeros((5, 6), np.uint16))
     (width, height, depth, colour, _, _, interlace), _, _ = png.read_chunks(data)
     assert (width, height, depth, colour, interlace) == (6, 5, 16, 0, 0)

@@ -16,9 +16,11 @@ Errors are ``PNGError`` with the problem in words: not a PNG, truncated, a bad C
 the header chunks' CRCs; here every chunk's is checked, about 0.5 µs per kB), a corrupt zlib stream,
 a bad filter type, image data of the wrong length.
 
-``encode_png`` writes a grayscale image (8- or 16-bit) with one filter for the whole image and one
-IDAT chunk; see ``FILTER`` and ``LEVEL`` for the choice. A faster inflate (libdeflate, through the
-``deflate`` package) is used when it is installed; the standard library's zlib otherwise.
+``encode_png`` writes a grayscale image (8- or 16-bit) as the official files are written: filter None
+on every row, zlib level 6, one IDAT chunk (see ``FILTER`` and ``LEVEL`` for the measurements).
+
+Inflating is libdeflate's (the ``deflate`` package) where it is installed, about twice as fast as the
+standard library's zlib on these images; zlib otherwise, with the same results.
 """
 from __future__ import annotations
 
@@ -160,19 +162,20 @@ def decode_fast(data: bytes) -> np.ndarray | None:
         if max(head[::stride + 1], default=0) in (3, 4):
             return None
     raw = inflate(stream, height * (stride + 1))
+    kinds = raw[::stride + 1]  # each row's filter type
     lines = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
-    kinds = lines[:, 0]
-    if kinds.max() > 2:
-        if kinds.max() > 4:
-            raise PNGError(f"corrupt image data: filter type {int(kinds.max())} on a row")
-        return None  # Average or Paeth rows
-    if not kinds.any():  # all None (the official files): no copy before the conversion
+    if kinds.count(0) == height:  # all None (the official files, and ours): no copy before the conversion
         if depth == 16:
             big = np.ndarray((height, width), ">u2", raw, offset=1, strides=(stride + 1, 2))
             return big.astype(np.uint16)
         rows = lines[:, 1:]
     else:
-        rows = _unfilter(lines[:, 1:], kinds, 2 if depth == 16 else 1)
+        top = max(kinds)
+        if top > 4:
+            raise PNGError(f"corrupt image data: filter type {top} on a row")
+        if top > 2:
+            return None  # Average or Paeth rows
+        rows = _unfilter(lines[:, 1:], np.frombuffer(kinds, np.uint8), 2 if depth == 16 else 1)
     if depth == 16:
         return np.ascontiguousarray(rows).view(">u2").astype(np.uint16)
     if depth == 8:
@@ -202,22 +205,22 @@ def decode_png(data: bytes) -> np.ndarray:
 
 # --------------------------------------------------------------------------- writing
 
-# One filter type for the whole image, chosen by bit depth, and zlib level 6. Measured against
-# Pillow's writer (adaptive filtering, a mix of Sub, Up and Paeth rows, so that the fast reader leaves
-# its files to Pillow; level 6 too), file size relative to Pillow's:
-#                              None    Sub     Up     Sub at level 1
-#   real HR (imgset0000)       1.045   1.004   1.032  1.104
-#   161 real LR frames         1.095   1.029   1.045  1.069
-#   synthetic HR (simulator)   1.109   1.026   1.009  1.107
-#   bench SR / HR              1.14    1.02    1.00–1.02  1.04–1.07
+# Filter None on every row, zlib level 6, one IDAT chunk: the official archive's own encoding (every
+# 16-bit file of the real sample, 162 of them, comes out byte for byte the same from ``encode_png``),
+# and the fastest to read: no filter to undo. Measured against Pillow's writer (adaptive filtering, a
+# mix of Sub, Up and Paeth rows, which the fast reader leaves to Pillow; level 6 too), file size
+# relative to Pillow's:
+#                              None    Sub     Up     None at level 1
+#   real HR (imgset0000)       1.045   1.004   1.032  1.181
+#   161 real LR frames         1.095   1.029   1.045  1.136
+#   synthetic HR (simulator)   1.109   1.026   1.009  1.204
+#   bench SR / HR              1.13    1.02    1.00–1.02  1.13–1.17
 #   masks as 8-bit 0/255       0.86–0.95  0.94–0.96  0.98–1.02
-# - 16-bit images: Sub. Within 0.4–3% of Pillow's size (None costs 5–14% more, Up about the same as
-#   Sub); undoing it is one running sum along the rows (about 0.2 ms more than None per 384×384 image,
-#   decoding still 2.5–3× faster than Pillow's), and writing is faster than Pillow's (70 against
-#   115 ms for the real HR: no per-row trial of five filters).
-# - 8-bit images (the masks, 0/255): None, the smallest and the fastest to read.
-# - Level 6: level 1 writes 8× faster but files 4–10% larger, which also inflate more slowly.
-FILTER = {8: 0, 16: 1}
+# Sub would keep 16-bit files within 0.4–3% of Pillow's size but costs a running sum along the rows
+# when read, about 0.2 ms per 384×384 image (a tenth of what ``probav score`` spends on a scene);
+# None costs 5–14% more disk. Level 1 writes faster but files 10–20% larger.
+# Writing the real HR takes about 70 ms here against Pillow's 115 (no trial of five filters per row).
+FILTER = 0
 LEVEL = 6
 
 
@@ -227,14 +230,13 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 def encode_png(image: np.ndarray, filter_type: int | None = None, level: int = LEVEL) -> bytes:
     """A 2-D uint8 or uint16 array as the bytes of an 8- or 16-bit grayscale PNG, every row filtered
-    with ``filter_type`` (0 None, 1 Sub, 2 Up; default ``FILTER`` of the bit depth), compressed at
-    zlib ``level``."""
+    with ``filter_type`` (0 None, 1 Sub, 2 Up; default ``FILTER``), compressed at zlib ``level``."""
     image = np.asarray(image)
     if image.ndim != 2 or image.dtype.kind != "u" or image.dtype.itemsize > 2 or 0 in image.shape:
         raise ValueError(f"encode_png takes a non-empty 2-D uint8 or uint16 array, got {image.dtype} {image.shape}")
     height, width = image.shape
     depth = image.dtype.itemsize * 8
-    filter_type = FILTER[depth] if filter_type is None else filter_type
+    filter_type = FILTER if filter_type is None else filter_type
     rows = np.ascontiguousarray(image, image.dtype.newbyteorder(">")).view(np.uint8).reshape(height, -1)
     if filter_type not in (0, 1, 2):
         raise ValueError(f"filter_type must be 0 (None), 1 (Sub) or 2 (Up), got {filter_type}")
