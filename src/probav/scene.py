@@ -81,18 +81,21 @@ class Scene:
 
 
 def read_png(path: os.PathLike | str, expected_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a PNG as a 2-D array; raise BadSceneError naming the file if unreadable or of the wrong size."""
-    from PIL import Image, UnidentifiedImageError
+    """Read a PNG as a 2-D array; raise BadSceneError naming the file if unreadable or of the wrong size.
+
+    The array is the one Pillow gives (uint16 for 16-bit, uint8 for 8-bit, bool for 1-bit files);
+    ``probav.png.decode_png`` decodes the official files and ours itself, faster, and others with Pillow."""
+    from probav.png import PNGError, decode_png
 
     path = Path(path)
     if not path.is_file():
         raise BadSceneError(path, "file is missing")
     try:
-        with Image.open(path) as im:
-            im.load()
-            array = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        array = decode_png(path.read_bytes())
+    except PNGError as err:
         raise BadSceneError(path, f"unreadable PNG ({err})") from err
+    except OSError as err:
+        raise BadSceneError(path, f"unreadable file ({err})") from err
     if array.ndim != 2:
         raise BadSceneError(path, f"expected a single-band grayscale image, got shape {array.shape}")
     if expected_shape is not None and array.shape != tuple(expected_shape):
@@ -104,7 +107,8 @@ def read_png(path: os.PathLike | str, expected_shape: tuple[int, int] | None = N
 def read_image(path: os.PathLike | str, expected_shape: tuple[int, int]) -> np.ndarray:
     """A 16-bit image (LR or HR) as uint16."""
     array = read_png(path, expected_shape)
-    if array.dtype.kind not in "ui" or (array.size and (array.min() < 0 or array.max() > 65535)):
+    if array.dtype != np.uint16 and (array.dtype.kind not in "ui"
+                                     or (array.size and (array.min() < 0 or array.max() > 65535))):
         raise BadSceneError(path, f"expected 16-bit unsigned values, got {array.dtype}")
     return array.astype(np.uint16, copy=False)
 
@@ -115,18 +119,20 @@ def read_mask(path: os.PathLike | str, expected_shape: tuple[int, int]) -> np.nd
 
 
 def write_png(path: os.PathLike | str, array: np.ndarray) -> None:
-    """Write a uint16 image or a bool mask as PNG, atomically (temporary name, then rename)."""
-    from PIL import Image
+    """Write a uint16 image (16-bit grayscale) or a bool mask (8-bit, 0/255) as PNG, atomically
+    (temporary name, then rename), with ``probav.png.encode_png``: files that ``read_png`` decodes
+    on its fast path, and that Pillow, scikit-image and the organisers' scorer read the same."""
+    from probav.png import encode_png
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     if array.dtype == bool:
-        image = Image.fromarray(array.astype(np.uint8) * 255, mode="L")
+        data = encode_png(array.astype(np.uint8) * np.uint8(255))
     elif array.dtype == np.uint16:
-        image = Image.fromarray(array)
+        data = encode_png(array)
     else:
         raise TypeError(f"write_png takes uint16 or bool arrays, got {array.dtype}")
-    image.save(tmp, format="PNG")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

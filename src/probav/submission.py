@@ -11,7 +11,6 @@ root of one zip (290 for the real test set).
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import zipfile
@@ -34,15 +33,14 @@ class SubmissionError(ValueError):
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """A (384, 384) uint16 image as the bytes of a 16-bit grayscale PNG."""
-    from PIL import Image
+    """A (384, 384) uint16 image as the bytes of a 16-bit grayscale PNG (``probav.png.encode_png``,
+    as ``probav.scene.write_png`` writes them)."""
+    from probav import png
 
     image = np.asarray(image)
     if image.dtype != np.uint16 or image.shape != (HR_SIZE, HR_SIZE):
         raise ValueError(f"a submission image must be uint16 ({HR_SIZE}, {HR_SIZE}), got {image.dtype} {image.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png.encode_png(image)
 
 
 def png_problem(data: bytes) -> str | None:
@@ -63,20 +61,19 @@ def png_problem(data: bytes) -> str | None:
 
 def read_prediction(data: bytes, name: str) -> np.ndarray:
     """Decode one submitted PNG to a (384, 384) uint16 array; SubmissionError naming it otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    from probav.png import PNGError, decode_png
 
     problem = png_problem(data)
     if problem:
         raise SubmissionError(f"{name}: {problem}")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            array = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        array = decode_png(data)
+    except PNGError as err:
         raise SubmissionError(f"{name}: unreadable PNG ({err})") from None
-    if array.shape != (HR_SIZE, HR_SIZE) or array.dtype.kind not in "ui" or array.min() < 0 or array.max() > 65535:
+    if array.shape != (HR_SIZE, HR_SIZE) or not (
+            array.dtype == np.uint16 or (array.dtype.kind in "ui" and array.min() >= 0 and array.max() <= 65535)):
         raise SubmissionError(f"{name}: expected a {HR_SIZE}x{HR_SIZE} 16-bit image, got {array.dtype} {array.shape}")
-    return array.astype(np.uint16)
+    return array.astype(np.uint16, copy=False)
 
 
 def open_predictions(path: os.PathLike | str) -> dict[str, Callable[[], bytes]]:

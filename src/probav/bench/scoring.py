@@ -157,8 +157,13 @@ def bench_scorer(settings: dict, work: Path, seed: int = 0) -> dict:
 def write_scoring_folder(root: Path, scenes: int, seed: int = 0, unique: int = 16) -> tuple[Path, Path, list[str]]:
     """A data folder (``train/RED|NIR/imgsetNNNN/HR.png, SM.png``, ``norm.csv``) and a folder of
     predictions ``imgsetNNNN.png`` for ``scenes`` scenes: ``unique`` of ``synthetic_scenes``, repeated
-    under new names (decoding costs the same). Returns (data, predictions, names)."""
+    under new names (decoding costs the same). Returns (data, predictions, names).
+
+    The predictions are the bytes ``probav predict`` puts in a submission (``probav.submission.encode_png``,
+    which is also what ``write_png`` writes); HR and SM are written by ``write_png``, as the simulator
+    writes them (16-bit HR, 8-bit 0/255 SM)."""
     from probav.scene import write_norm, write_png
+    from probav.submission import encode_png
 
     sr, hr, sm = synthetic_scenes(min(unique, scenes), seed)
     data, predictions = root / "data", root / "predictions"
@@ -170,7 +175,7 @@ def write_scoring_folder(root: Path, scenes: int, seed: int = 0, unique: int = 1
         scene_dir.mkdir(parents=True, exist_ok=True)
         write_png(scene_dir / "HR.png", hr[k])
         write_png(scene_dir / "SM.png", sm[k])
-        write_png(predictions / f"{name}.png", sr[k])
+        (predictions / f"{name}.png").write_bytes(encode_png(sr[k]))
         names.append(name)
         norms[name] = 40.0 + 10.0 * (i % 7) / 7  # any positive norm: both scorers read the same file
     write_norm(data / "norm.csv", norms)
@@ -218,6 +223,7 @@ def bench_score_folder(settings: dict, work: Path, seed: int = 0) -> dict:
     """``score_folder`` (all cores, and one thread) against ``organisers_score_folder`` on the same
     folder of ``scorer.folder_scenes`` scenes: seconds, scenes/s, their ratio, the scores' agreement."""
     from probav.metrics.scoring import score_folder
+    from probav.png import INFLATE
 
     n = max(int(settings["scorer"]["folder_scenes"]), 1)
     data, predictions, names = write_scoring_folder(work / "scoring", n, seed)
@@ -245,4 +251,5 @@ def bench_score_folder(settings: dict, work: Path, seed: int = 0) -> dict:
                note="end to end: PNG decoding of SR, HR and SM, the norm, the 49 windows; ratio = organisers' "
                     "median seconds / probav's, same folder, same run")
     out["mean_score_diff"] = abs(out["mean_score"]["probav"] - out["mean_score"]["organisers"])
+    out["inflate"] = INFLATE  # what probav's PNG reader inflates with (libdeflate when installed, else zlib)
     return out

@@ -125,8 +125,8 @@ RESUME_DIR = "resume"            # root/synthetic/resume/{fingerprint.json, scen
 PARTIAL = ".partial"             # root/.partial/<name>-<pid>-<random>/: scenes being written
 FINAL_FILES = ("norm.csv", LABELS_FILE, "synthetic/shifts.csv", "synthetic/scenes.csv", "synthetic/settings.json",
                "synthetic/test_reference.json")
-FINGERPRINT_MODULES = ["probav.data.synthetic", "probav.scene", "probav.params", "probav.models.baseline",
-                       "probav.metrics.score", "probav.data.reference_labels"]
+FINGERPRINT_MODULES = ["probav.data.synthetic", "probav.scene", "probav.png", "probav.params",
+                       "probav.models.baseline", "probav.metrics.score", "probav.data.reference_labels"]
 FINGERPRINT_LIBRARIES = ["numpy", "scipy", "scikit-image", "Pillow"]
 SHIFT_COLUMNS = ["name", "frame", "dy", "dx", "gain", "offset", "days", "band", "split", "clearance",
                  "cloud_cover", "nodata", "psf_sigma"]
