@@ -466,7 +466,12 @@ def test_studies_are_read_when_present_and_named_when_not(tmp_path: Path):
                                                  "per_seed_cpsnr": {"1": 48.7, "2": 48.65, "2019": 48.75}},
             "ref": {"mean_cpsnr": {"runs": 3, "mean": 49.2, "sd": 0.04}}}}}))
     table = _table_after(studies.seeds(tmp_path), "**Training noise**").set_index("model")
-    assert table.loc["misr_net", "cPSNR challenge (dB)"] == "48.70 ± 0.05" and table.loc["misr_net", "runs"] == "3"
+    assert table.loc["misr_net", "dev, challenge (dB)"] == "48.70 ± 0.05" and table.loc["misr_net", "runs"] == "3"
+    # Seeds: this run's seed must be this run's figure (metrics/misr_net.json), else the table is flagged stale.
+    (tmp_path / "misr_net.json").write_text(json.dumps({"tracks": {"challenge": {"mean_cpsnr": 48.75}}}))
+    assert "earlier run" not in studies.seeds(tmp_path, 2019)
+    (tmp_path / "misr_net.json").write_text(json.dumps({"tracks": {"challenge": {"mean_cpsnr": 48.9}}}))
+    assert "not this run's for `misr_net`): `make seeds`" in studies.seeds(tmp_path, 2019)
     (tmp_path / "ablations.json").write_text(json.dumps(
         {"scenes": 24, "resamples": 10000, "true_shifts": True, "skipped_models": {},
          "factors": {"shift_and_add_shifts": {"model": "shift_and_add", "shipped": "registered", "variants": {
@@ -477,6 +482,11 @@ def test_studies_are_read_when_present_and_named_when_not(tmp_path: Path):
     table = _table_after(studies.ablations(tmp_path), "**`shift_and_add`: the shifts").set_index("variant")
     assert table.loc["zero", "challenge track"] == "47.00 (-1.43 [-1.60, -1.20], 1↑ 23↓)"
     assert table.loc["registered", "challenge track"] == "48.43 (shipped)" and table.loc["zero", "ref track"] == "—"
+    # Ablations: the shipped variant must score as this run's model does, else the tables are flagged stale.
+    (tmp_path / "shift_and_add.json").write_text(json.dumps({"tracks": {"challenge": {"mean_cpsnr": 48.431}}}))
+    assert "earlier run" not in studies.ablations(tmp_path)
+    (tmp_path / "shift_and_add.json").write_text(json.dumps({"tracks": {"challenge": {"mean_cpsnr": 48.1}}}))
+    assert "not this run's for `shift_and_add`): `make ablations`" in studies.ablations(tmp_path)
 
 
 def test_every_network_figure_carries_its_seed_spread(tmp_path: Path):
@@ -580,3 +590,8 @@ def test_tuning_is_read_when_present_and_named_when_not(tmp_path: Path):
     assert "challenge track 48.194 → 48.243 dB" in text and "2 pass(es), 40 configurations, converged" in text
     assert "Swept together (every combination of their values: their effects are coupled): `sharpen` with " \
            "`sharpen_sigma`." in text
+    # Made from other settings than params.yaml's: flagged stale, naming the setting.
+    shipped_params = {"classical": {"shift_and_add": {"sharpen": 1.5, "max_frames": 12, "fusion": "upscale"}}}
+    assert "earlier run" not in studies.tuning(tmp_path, shipped_params)
+    shipped_params["classical"]["shift_and_add"]["sharpen"] = 4.0
+    assert "not `params.yaml`'s for `sharpen`): `make tune`" in studies.tuning(tmp_path, shipped_params)

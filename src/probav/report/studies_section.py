@@ -43,29 +43,54 @@ def held_out_test(metrics_dir: Path) -> str:
             f"val split and every other figure of this report is on dev, so this is the one score no choice has seen.")
 
 
-def seeds(metrics_dir: Path) -> str:
-    """Each network's mean dev cPSNR over seeds (mean ± sd), or how to measure it."""
+STALE = ("*This table comes from an earlier run than this report's ({why}): `{command}` measures it again "
+         "on this run.*")
+
+
+def _dev_cpsnr(metrics_dir: Path, model: str, track: str) -> float | None:
+    run = _read(metrics_dir / f"{model}.json") or {}
+    return ((run.get("tracks") or {}).get(track) or {}).get("mean_cpsnr")
+
+
+def _mean_sd(figures: dict) -> str:
+    c = (figures or {}).get("mean_cpsnr") or {}
+    return f"{fmt(c.get('mean'), 2)} ± {fmt(c.get('sd'), 2)}" if c.get("sd") is not None else fmt(c.get("mean"), 2)
+
+
+def seeds(metrics_dir: Path, seed: int | None = None) -> str:
+    """Each network's mean cPSNR over seeds (mean ± sd) on dev and, where scored, on the real scenes, or how to
+    measure it; flagged as stale where its entry for this run's ``seed`` is not this run's dev figure."""
     data = _read(metrics_dir / "seeds.json")
     if data is None:
         return ("Every network above was trained once; `make seeds` trains each again with the seeds of "
                 "`studies.seeds` and gives the spread (`metrics/seeds.json`), against which differences between "
                 "networks should be read.")
     track = data.get("track", "challenge")
-    rows = []
+    with_real = any("real" in entry for entry in data.get("models", {}).values())
+    rows, stale = [], []
     for model, entry in data.get("models", {}).items():
-        row = [model, str(len(entry.get("seeds", [])))]
-        for name in ("challenge", "ref"):
-            c = ((entry.get(name) or {}).get("mean_cpsnr")) or {}
-            row.append(f"{fmt(c.get('mean'), 2)} ± {fmt(c.get('sd'), 2)}" if c.get("sd") is not None
-                       else fmt(c.get("mean"), 2))
+        row = [model, str(len(entry.get("seeds", [])))] + [_mean_sd(entry.get(name)) for name in ("challenge", "ref")]
+        if with_real:
+            row += [_mean_sd((entry.get("real") or {}).get(name)) for name in ("challenge", "ref")]
         per_seed = (entry.get(track) or {}).get("per_seed_cpsnr") or {}
         row.append(", ".join(f"{s}: {fmt(v, 2)}" for s, v in per_seed.items()))
         rows.append(row)
-    return (f"**Training noise** (`make seeds`, `metrics/seeds.json`): each network trained with the seeds "
-            f"{', '.join(map(str, data.get('seeds', [])))} (the first is this run's), mean dev cPSNR over seeds "
+        own, current = per_seed.get(str(seed)), _dev_cpsnr(metrics_dir, model, track)
+        if seed is not None and (own is None or current is None or abs(own - current) > 1e-6):
+            stale.append(model)
+    header = ["model", "runs", "dev, challenge (dB)", "dev, ref (dB)"]
+    if with_real:
+        scenes = next((e["real"].get("scenes") for e in data["models"].values() if e.get("real")), None)
+        header += [f"real ({scenes} scene{'s' if scenes != 1 else ''}), challenge (dB)", "real, ref (dB)"]
+    header.append(f"per seed, dev ({track})")
+    text = (f"**Training noise** (`make seeds`, `metrics/seeds.json`): each network trained with the seeds "
+            f"{', '.join(map(str, data.get('seeds', [])))} (the first is this run's), mean cPSNR over seeds "
             f"± the standard deviation between them:\n\n"
-            + md_table(["model", "runs", "cPSNR challenge (dB)", "cPSNR ref (dB)", f"per seed ({track})"], rows,
-                       ["l", "r", "r", "r", "l"]))
+            + md_table(header, rows, ["l"] + ["r"] * (len(header) - 2) + ["l"]))
+    if stale:
+        text += "\n\n" + STALE.format(why=f"its figures for seed {seed} are not this run's for "
+                                          + ", ".join(f"`{m}`" for m in stale), command="make seeds")
+    return text
 
 
 def _difference(entry: dict) -> str:
@@ -88,6 +113,16 @@ def ablations(metrics_dir: Path, seed_sd=None) -> str:
              f"`metrics/ablations/scenes.csv`). Each cell: mean cPSNR in dB, then the paired difference against the "
              f"shipped variant with its 95% bootstrap interval ({data['resamples']:,} resamples) and the scenes "
              f"better ↑ / worse ↓; n.s. = no detectable difference (the interval includes zero)."]
+    stale = []
+    for factor in data.get("factors", {}).values():
+        shipped = (factor["variants"].get(factor["shipped"]) or {}).get("challenge") or {}
+        current = _dev_cpsnr(metrics_dir, factor["model"], "challenge")
+        if shipped.get("mean_cpsnr") is not None and current is not None and \
+                abs(shipped["mean_cpsnr"] - current) > 0.005 and factor["model"] not in stale:
+            stale.append(factor["model"])
+    if stale:
+        parts.append(STALE.format(why="its shipped variant's dev cPSNR is not this run's for "
+                                      + ", ".join(f"`{m}`" for m in stale), command="make ablations"))
     if not data.get("true_shifts"):
         parts.append("The data hold no true shifts (real data), so the `true` variant is left out.")
     for key, factor in data.get("factors", {}).items():
@@ -137,7 +172,7 @@ def _real(pair: dict | None) -> str:
     return f"{fmt(pair['shipped'], 2)} → {fmt(pair['selected'], 2)} ({pair['selected'] - pair['shipped']:+.2f})"
 
 
-def tuning(metrics_dir: Path) -> str:
+def tuning(metrics_dir: Path, params: dict | None = None) -> str:
     """Per ``shift_and_add`` setting: shipped and val-selected values, their val cPSNR, the paired difference
     with its interval, their real-scene cPSNR (``metrics/tuning.json``); one line naming ``make tune`` when absent."""
     data = _read(metrics_dir / "tuning.json")
@@ -146,6 +181,9 @@ def tuning(metrics_dir: Path) -> str:
                 "dev) and writes `metrics/tuning.json`.")
     track = data["track"]
     real = data.get("real") or {}
+    current = ((params or {}).get("classical") or {}).get("shift_and_add") or {}
+    moved = [name for name, entry in data.get("parameters", {}).items()
+             if name in current and current[name] != entry.get("shipped")]
     real_names = ", ".join(real.get("scenes") or [])
     bands = ", ".join(f"{n} {b}" for b, n in (data.get("bands") or {}).items())
     parts = [f"The settings of `classical.shift_and_add` selected on the {data['scenes']} val scenes ({bands}), "
@@ -200,10 +238,13 @@ def tuning(metrics_dir: Path) -> str:
         parts.append(text)
         parts.append("A val-selected value's val figures are optimistic: it was chosen among many on these few "
                      "scenes. The shipped settings change only by hand, on this evidence and the real scenes'.")
+    if moved:
+        parts.insert(0, STALE.format(why="its shipped settings are not `params.yaml`'s for "
+                                         + ", ".join(f"`{m}`" for m in moved), command="make tune"))
     return "\n\n".join(parts)
 
 
 def fill(report: ReportInputs) -> dict[str, str]:
     metrics = report.paths.metrics
-    return {"held_out_test": held_out_test(metrics), "seeds": seeds(metrics),
-            "ablations": ablations(metrics, report.seed_sd), "tuning": tuning(metrics)}
+    return {"held_out_test": held_out_test(metrics), "seeds": seeds(metrics, report.params.get("seed")),
+            "ablations": ablations(metrics, report.seed_sd), "tuning": tuning(metrics, report.params)}
