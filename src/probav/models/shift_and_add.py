@@ -274,11 +274,16 @@ def fuse(lr: np.ndarray, qm: np.ndarray, aligned: Alignment, stack: np.ndarray, 
 # --------------------------------------------------------------------------- the model
 
 def _alignment(scene: Scene, lr: np.ndarray, qm: np.ndarray, top: int, frames: np.ndarray, cfg: dict) -> Alignment:
-    """The frames registered to frame ``top``: re-expressed from the scene's cached registration of every
-    frame when there is one (the reference estimator made it), else registered afresh."""
+    """The frames registered to frame ``top``, re-expressed from the scene's registration of every frame
+    (``probav.reference.cached_alignment``: made once per scene, shared with the reference estimator).
+
+    Always this one path, computing it when no estimator ran first: registering the selected frames
+    afresh gives slightly different shifts (0.01 dB on a real scene), so a ref-track prediction would
+    depend on whether the challenge track was predicted before it. Frame ``top`` failing to register
+    to the common frame is the one case registered afresh, and that depends on the scene alone."""
     from probav.reference import cached_alignment
 
-    everything = cached_alignment(scene, cfg["registration"], compute=False)
+    everything = cached_alignment(scene, cfg["registration"])
     if everything is not None and everything.results.get(top) is not None and everything.results[top].ok:
         rebased = everything.rebase(top)
         return Alignment(top, {int(k): rebased.results[int(k)] for k in frames})
