@@ -318,6 +318,13 @@ def test_damaged_fallback_files_are_errors_too(tmp_path):
         assert str(path) in str(err.value)
 
 
+def test_other_image_formats_are_read_by_pillow_as_before(tmp_path):
+    image = random_image(np.random.default_rng(8), 8, (12, 10))
+    path = tmp_path / "LR000.png"
+    Image.fromarray(image).save(path, format="TIFF")  # a TIFF under a PNG name: Pillow always read it
+    assert_same(read_png(path), image)
+
+
 def test_missing_file_and_wrong_size_are_named(tmp_path):
     with pytest.raises(BadSceneError, match="file is missing") as err:
         read_png(tmp_path / "LR001.png")

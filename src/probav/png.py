@@ -184,21 +184,26 @@ def decode_fast(data: bytes) -> np.ndarray | None:
 
 
 def decode_pillow(data: bytes) -> np.ndarray:
-    """The image of a PNG's bytes as Pillow decodes it (``np.array(Image.open(…))``)."""
+    """The image of a file's bytes as Pillow decodes it (``np.array(Image.open(…))``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             return np.array(im)
     except UnidentifiedImageError:
-        raise PNGError("not a readable PNG file") from None
-    except (OSError, SyntaxError, ValueError) as err:
+        raise PNGError("not a PNG file, nor another image format Pillow reads") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise PNGError(str(err)) from None
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """A PNG's bytes as an array, exactly as ``np.array(PIL.Image.open(…))`` gives it; PNGError if unreadable."""
+    """A PNG's bytes as an array, exactly as ``np.array(PIL.Image.open(…))`` gives it; PNGError if unreadable.
+
+    Bytes without the PNG signature go to Pillow as they are (which reads other formats, as
+    ``read_png`` always did)."""
+    if not data.startswith(SIGNATURE):
+        return decode_pillow(data)
     image = decode_fast(data)
     return decode_pillow(data) if image is None else image
 
