@@ -472,6 +472,14 @@ def test_studies_are_read_when_present_and_named_when_not(tmp_path: Path):
     assert "earlier run" not in studies.seeds(tmp_path, 2019)
     (tmp_path / "misr_net.json").write_text(json.dumps({"tracks": {"challenge": {"mean_cpsnr": 48.9}}}))
     assert "not this run's for `misr_net`): `make seeds`" in studies.seeds(tmp_path, 2019)
+    # The paired findings quote the spread only where the study is this run's (the same check as the tables).
+    seeds = json.loads((tmp_path / "seeds.json").read_text())
+    seeds["models"]["srgan"] = seeds["models"]["misr_net"]
+    fresh = conclusions_section.seed_noise("misr_net", "srgan", seeds, "challenge", lambda name: 0.05)
+    assert "Trained with 3 and 3 seeds" in fresh and "sd 0.05 (`misr_net`)" in fresh
+    stale = conclusions_section.seed_noise("misr_net", "srgan", seeds, "challenge", lambda name: None)
+    assert stale == conclusions_section.STALE_SEEDS
+    assert conclusions_section.seed_noise("misr_net", "srgan", None, "challenge") == conclusions_section.TRAINED_ONCE
     (tmp_path / "ablations.json").write_text(json.dumps(
         {"scenes": 24, "resamples": 10000, "true_shifts": True, "skipped_models": {},
          "factors": {"shift_and_add_shifts": {"model": "shift_and_add", "shipped": "registered", "variants": {

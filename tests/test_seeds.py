@@ -64,3 +64,13 @@ def test_finished_runs_are_kept_and_the_pipeline_run_counts(tmp_path):
     assert _fingerprint(params, "net", 1, tmp_path / "tfrecords") != before
     with pytest.raises(FileNotFoundError, match="pipeline's run of other"):
         seed_study(params, paths, ["other"], [1], tmp_path / "metrics", progress=False)
+
+
+def test_a_study_is_from_this_run_only_where_its_entry_for_this_seed_is_this_runs_figure():
+    from probav.seeds import from_this_run
+
+    figures = {"per_seed_cpsnr": {"1": 48.7, "2019": 48.75}}
+    assert from_this_run(figures, 2019, 48.75) and from_this_run(figures, 2019, 48.75 + 5e-7)
+    assert not from_this_run(figures, 2019, 48.9)  # made from another run: stale
+    assert not from_this_run(figures, 7, 48.75)  # this run's seed was not studied
+    assert not from_this_run(figures, 2019, None) and not from_this_run({}, 2019, 48.75)

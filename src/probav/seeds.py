@@ -84,6 +84,14 @@ def spread(values: list[float]) -> dict:
             "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
 
 
+def from_this_run(figures: dict, seed, current: float | None) -> bool:
+    """Whether one model's figures for one track in ``metrics/seeds.json`` come from this run: the study's
+    mean cPSNR for this run's ``seed`` equals this run's own (``current``). Otherwise the study is stale (made
+    from other data or code) and its spread must not be quoted beside this run's figures."""
+    own = ((figures or {}).get("per_seed_cpsnr") or {}).get(str(seed))
+    return own is not None and current is not None and abs(own - current) <= 1e-6
+
+
 def _spread_by_track(by_seed: dict[int, dict]) -> dict:
     """Per track: mean ± sd over seeds of the mean cPSNR and score, and each seed's mean cPSNR."""
     entry = {}

@@ -7,16 +7,16 @@ project reports. This study selects them where nothing is reported: on the **val
 track (``reference.track``; the challenge track estimates the reference frame with
 ``models/reference/estimator.json``). The ref track is scored beside it, never used to select.
 
-The search (``coordinate_search``), over the grid of params.yaml ``studies.tune.grid`` (a list of values per
-setting; the shipped value is always among them): start from the shipped settings; for each setting in
-turn, try every value with the others held at the current point (settings whose effects are coupled, listed
-together in ``studies.tune.joint``, are swept as one: every combination of their values), and keep the value with
-the highest val
-mean cPSNR when it beats the current value's by more than ``studies.tune.min_gain`` dB (0.001: smaller
-differences are the rounding of the 16-bit output, a tie, and a tie keeps the current value); go round again, for
-at most ``studies.tune.passes`` passes, until every coordinate has kept its value at the current point
-(``converged``: no single coordinate's values improve on the point reached). The val-selected
-settings are what the study recommends; it never changes params.yaml.
+The search (``coordinate_search``), over the grid of params.yaml ``studies.tune.grid`` (a list of values
+per setting; the shipped value is always among them): start from the shipped settings; for each setting in
+turn, try every value with the others held at the current point (settings whose effects are coupled,
+listed together in ``studies.tune.joint``, are swept as one: every combination of their values), and keep
+the value with the highest val mean cPSNR when it beats the current value's by more than
+``studies.tune.min_gain`` dB (0.001: smaller differences are the rounding of the 16-bit output, a tie, and
+a tie keeps the current value); go round again, for at most ``studies.tune.passes`` passes, until every
+coordinate has kept its value at the current point (``converged``: no single coordinate's values improve
+on the point reached). The val-selected settings are what the study recommends; it never changes
+params.yaml.
 
 Beside the val figure every tried value is scored on the real scenes with an HR (``real.folder``, both
 tracks where ``real.labels`` labels them): reported, never used to select. The simulator flatters
@@ -29,10 +29,10 @@ val mean cPSNR per track, the paired difference against the shipped value in tha
 difference, 95% bootstrap interval, scenes better/worse, sign test: ``probav.metrics.paired``), its
 real-scene cPSNR; and the val-selected value, whether it equals the shipped one, and whether the
 difference is detectable (the interval excludes zero). A setting swept jointly with others compares the
-selected combination with the shipped one, and ``joint_sweeps`` holds every combination tried. ``overall``
-compares the whole val-selected
-configuration with the shipped one. The val figures of a selected value are optimistic (it was chosen on
-them, on a few scenes): read the interval, and the real scenes, before changing the shipped settings.
+selected combination with the shipped one, and ``joint_sweeps`` holds every combination tried.
+``overall`` compares the whole val-selected configuration with the shipped one. The val figures of a
+selected value are optimistic (it was chosen on them, on a few scenes): read the interval, and the real
+scenes, before changing the shipped settings.
 
 Speed: each scene is read, registered (``probav.reference.cached_alignment``) and given its reference
 weights once per worker process; a configuration is predicted once (settings that cannot change the output,

@@ -44,6 +44,8 @@ PAIRS = (
 )
 TRAINED_ONCE = (" Both are networks trained once: the interval does not hold the variation between training runs, "
                 "which only several seeds per network would measure.")
+STALE_SEEDS = (" Both are networks, and the seeds study (`make seeds`) is not from this run for both, so their "
+               "spread between training runs is not quoted (run it again): the interval does not hold it.")
 PRIOR_NOTE = (" With `model.misr_base: prior` `misr_net` starts from `shift_and_add`'s own fusion, so this difference "
               "is what the network learned to correct in it.")
 
@@ -86,14 +88,15 @@ def paired(a: ModelRun, b: ModelRun, params: dict) -> PairedComparison:
                                                                                    b.name))
 
 
-def seed_noise(a: str, b: str, seeds: dict | None, track: str) -> str:
-    """The two networks' seed-to-seed spread of mean dev cPSNR (``make seeds``), or that they were trained once."""
-    entries = [((((seeds or {}).get("models") or {}).get(n) or {}).get(track) or {}).get("mean_cpsnr") or {}
-               for n in (a, b)]
-    if not all(e.get("sd") is not None for e in entries):
-        return TRAINED_ONCE
-    return (f" Trained with {entries[0]['runs']} and {entries[1]['runs']} seeds (`make seeds`), their mean dev cPSNR "
-            f"varies between seeds by sd {entries[0]['sd']:.2f} (`{a}`) and {entries[1]['sd']:.2f} dB (`{b}`): "
+def seed_noise(a: str, b: str, seeds: dict | None, track: str, seed_sd=None) -> str:
+    """The two networks' seed-to-seed spread of mean dev cPSNR (``make seeds``; ``seed_sd(model)`` is None where
+    the study has no figure or is not from this run), or that they were trained once."""
+    sds = [(seed_sd or (lambda name: None))(n) for n in (a, b)]
+    if any(sd is None for sd in sds):
+        return STALE_SEEDS if seeds else TRAINED_ONCE
+    runs = [seeds["models"][n][track]["mean_cpsnr"]["runs"] for n in (a, b)]
+    return (f" Trained with {runs[0]} and {runs[1]} seeds (`make seeds`), their mean dev cPSNR "
+            f"varies between seeds by sd {sds[0]:.2f} (`{a}`) and {sds[1]:.2f} dB (`{b}`): "
             f"a difference within about twice that is within the noise of training them.")
 
 
@@ -133,7 +136,7 @@ def findings(runs: list[ModelRun], source: str, params: dict, seeds: dict | None
                 ((params.get("model") or {}).get("misr_base", "prior") == "prior"):
             text += PRIOR_NOTE
         if c.detectable and by[a].kind == "deep" and by[b].kind == "deep":
-            text += seed_noise(a, b, seeds, ran[0].metrics.get("track", "challenge"))
+            text += seed_noise(a, b, seeds, ran[0].metrics.get("track", "challenge"), seed_sd)
         sentences.append("- " + text)
     deep = [r for r in ran if r.kind == "deep"]
     classical = [r for r in ran if r.kind == "classical"]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from probav.seeds import from_this_run
+
 
 TRAINING_KEYS = {            # models/<name>/training.json (probav.training): first key present wins
     "parameters": ("parameters",),
@@ -284,11 +286,10 @@ class ReportInputs:
         run = next((r for r in self.runs if r.name == model and r.ran), None)
         if run is None or not figures:
             return None
-        own = figures.get("per_seed_cpsnr", {}).get(str(self.params.get("seed")))
         real_path = self.paths.metrics / "real" / f"{model}.json"
         metrics = run.metrics if where == "dev" else (json.loads(real_path.read_text()) if real_path.is_file() else None)
         current = ((metrics or {}).get("tracks") or {}).get(track, {}).get("mean_cpsnr")
-        if own is None or current is None or abs(own - current) > 1e-6:
+        if not from_this_run(figures, self.params.get("seed"), current):
             return None
         return (figures.get("mean_cpsnr") or {}).get("sd")
 

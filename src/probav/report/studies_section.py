@@ -10,6 +10,7 @@ from pathlib import Path
 
 from probav.report.inputs import ReportInputs
 from probav.report.markdown import fmt, md_table
+from probav.seeds import from_this_run
 
 FACTOR_TITLES = {
     "shift_and_add_shifts": "the shifts it fuses with",
@@ -75,8 +76,7 @@ def seeds(metrics_dir: Path, seed: int | None = None) -> str:
         per_seed = (entry.get(track) or {}).get("per_seed_cpsnr") or {}
         row.append(", ".join(f"{s}: {fmt(v, 2)}" for s, v in per_seed.items()))
         rows.append(row)
-        own, current = per_seed.get(str(seed)), _dev_cpsnr(metrics_dir, model, track)
-        if seed is not None and (own is None or current is None or abs(own - current) > 1e-6):
+        if seed is not None and not from_this_run(entry.get(track), seed, _dev_cpsnr(metrics_dir, model, track)):
             stale.append(model)
     header = ["model", "runs", "dev, challenge (dB)", "dev, ref (dB)"]
     if with_real:
