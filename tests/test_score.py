@@ -241,6 +241,52 @@ def test_fast_matches_naive_in_batches():
                                rtol=0, atol=1e-9)
 
 
+def test_pipeline_matches_one_thread_on_float_and_mixed_batches():
+    # With several threads the FFT stage of the next block runs on a worker thread (a pipeline):
+    # the same values and shifts as one thread, for float and mixed uint16/float batches too.
+    rng = np.random.default_rng(12)
+    scenes = []
+    for i in range(5):
+        hr = smooth_field(rng, 0, 50000)
+        moved = np.roll(hr.astype(np.float64), (i % 3 - 1, 2 - i % 4), axis=(0, 1))
+        moved = ndimage.gaussian_filter(moved, 1.0)
+        sr = np.clip(moved + rng.normal(0, 80, moved.shape), 0, 65535).astype(np.uint16)
+        scenes.append((sr, hr, random_mask(rng, ("clear", "blobs", "salt", "edges", "rect")[i])))
+    sr, hr, sm = (np.stack([c[k] for c in scenes]) for k in range(3))
+    assert len(sr) > 2 * S._BLOCK
+    for sr_x, hr_x in ((sr, hr), (sr / 65535.0, hr / 65535.0), (sr / 65535.0, hr), (sr, hr / 65535.0)):
+        pipelined, shifts = shifted_cpsnr_batch(sr_x, hr_x, sm, return_shift=True, workers=2)
+        alone, alone_shifts = shifted_cpsnr_batch(sr_x, hr_x, sm, return_shift=True, workers=1)
+        np.testing.assert_array_equal(pipelined, alone)
+        assert shifts == alone_shifts
+        np.testing.assert_allclose(pipelined, [shifted_cpsnr_naive(*scene) for scene in zip(sr_x, hr_x, sm)],
+                                   rtol=0, atol=1e-9)
+
+
+def test_exact_recompute_is_exact_for_uint16():
+    # The uint16 recompute forms the differences in float32 and sums them in float64: the same
+    # value as Python-integer arithmetic on every window, for clear, cloudy and extreme
+    # (white-noise 0…65535) scenes, and exactly 0 for a perfect prediction plus a constant.
+    rng = np.random.default_rng(13)
+    hr = smooth_field(rng, 0, 60000)
+    noisy = np.roll(hr, 1, axis=0).astype(np.int64) + rng.integers(-300, 300, hr.shape)
+    sr = np.clip(noisy, 0, 65535).astype(np.uint16)
+    noise_hr = rng.integers(0, 65536, (SIZE, SIZE)).astype(np.uint16)
+    noise_sr = rng.integers(0, 65536, (SIZE, SIZE)).astype(np.uint16)
+    for kind in ("clear", "blobs", "salt", "few"):
+        sm = random_mask(rng, kind)
+        for sr_x, hr_x in ((sr, hr), (noise_sr, noise_hr)):
+            for u, v in ((0, 0), (3, 3), (6, 2), (1, 6)):
+                clear = sm[u:u + CROP, v:v + CROP]
+                if not clear.any():
+                    continue
+                d = (hr_x[u:u + CROP, v:v + CROP].astype(np.int64) - sr_x[3:-3, 3:-3])[clear]
+                n, s1, s2 = len(d), int(d.sum()), int((d * d).sum())
+                expected = (n * s2 - s1 * s1) / (n * n) / 65535.0**2
+                assert S._exact_window_cmse(sr_x, hr_x, sm, u, v) == expected, (kind, u, v)
+        assert S._exact_window_cmse(hr + np.uint16(37), hr, sm, 3, 3) == 0.0
+
+
 def test_exact_ties_between_windows():
     # HR constant along rows: all 7 column shifts of a row shift are exactly as good.
     rng = np.random.default_rng(4)
