@@ -40,6 +40,10 @@ def test_measure_command_counts_the_whole_process_tree(tmp_path):
     failed = scale.measure_command([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, dict(os.environ),
                                    tmp_path / "log")
     assert failed["returncode"] == 3
+    # A command much shorter than the sampling interval is measured too (it is sampled once at its start).
+    short = scale.measure_command([sys.executable, "-c", "import time; time.sleep(0.2)"], tmp_path,
+                                  dict(os.environ), tmp_path / "log", interval=5.0)
+    assert short["seconds"] < 5.0 and short["peak_rss_mb"] and short["peak_process_rss_mb"]
 
 
 def test_disk_counts_hard_links_once(tmp_path):

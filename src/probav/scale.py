@@ -84,9 +84,14 @@ def measure_command(cmd: list[str], cwd: Path, env: dict, log_path: Path, interv
         done = threading.Event()
 
         def sample():
-            while not done.wait(interval):
+            # First at once, then every ``interval``, so that a command shorter than the interval is
+            # measured too. (Popen returns after the child's exec, so even the first reading is the
+            # command's own memory, not the image of this process that forked it.)
+            while True:
                 tree, largest = _tree_rss_mb(proc.pid)
                 peak[0], peak[1] = max(peak[0], tree), max(peak[1], largest)
+                if done.wait(interval):
+                    break
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
