@@ -390,3 +390,11 @@ def test_submission_images_round_trip():
     assert png.decode_fast(data) is not None
     assert_same(read_prediction(data, "imgset1160.png"), image)
     assert_same(pillow(data), image)
+
+
+def test_header_reads_the_ihdr_fields_without_decoding():
+    data = png.encode_png(np.zeros((5, 7), np.uint16))
+    assert png.header(data) == (7, 5, 16, 0) and png.header(data[:26]) == (7, 5, 16, 0)
+    assert png.header(png.encode_png(np.zeros((3, 2), np.uint8))) == (2, 3, 8, 0)
+    for broken in (data[:25], b"GIF89a" + data[6:], data[:12] + b"IDAT" + data[16:]):
+        assert png.header(broken) is None

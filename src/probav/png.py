@@ -47,6 +47,15 @@ _crc32 = zlib.crc32 if _libdeflate is None else _libdeflate.crc32
 INFLATE = "zlib" if _libdeflate is None else "libdeflate"
 
 
+def header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) from the first 26 bytes of a PNG (signature and IHDR),
+    or None where they are not a PNG's: enough to check a file's kind without decoding it."""
+    if len(data) < 26 or not data.startswith(SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
+    return width, height, depth, colour
+
+
 # Rows inflated first to look for filter types this reader leaves to Pillow (see ``decode_fast``).
 PROBE_ROWS = 8
 

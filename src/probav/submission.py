@@ -20,11 +20,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from probav import png
 from probav.models.registry import SRModel
 from probav.scene import HR_SIZE, Scene
 
 PNG_NAME = re.compile(r"^(imgset\d{4})\.png$")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REAL_TEST_SCENES = 290
 
 
@@ -35,8 +35,6 @@ class SubmissionError(ValueError):
 def encode_png(image: np.ndarray) -> bytes:
     """A (384, 384) uint16 image as the bytes of a 16-bit grayscale PNG (``probav.png.encode_png``,
     as ``probav.scene.write_png`` writes them)."""
-    from probav import png
-
     image = np.asarray(image)
     if image.dtype != np.uint16 or image.shape != (HR_SIZE, HR_SIZE):
         raise ValueError(f"a submission image must be uint16 ({HR_SIZE}, {HR_SIZE}), got {image.dtype} {image.shape}")
@@ -45,10 +43,10 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def png_problem(data: bytes) -> str | None:
     """Why these bytes are not a 16-bit grayscale PNG header (None if they are)."""
-    if len(data) < 26 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    fields = png.header(data)
+    if fields is None:
         return "not a PNG file"
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, colour = data[24], data[25]
+    width, height, depth, colour = fields
     if colour != 0:
         kinds = {2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
         return f"not a single-band grayscale PNG (colour type {kinds.get(colour, colour)})"
@@ -61,14 +59,12 @@ def png_problem(data: bytes) -> str | None:
 
 def read_prediction(data: bytes, name: str) -> np.ndarray:
     """Decode one submitted PNG to a (384, 384) uint16 array; SubmissionError naming it otherwise."""
-    from probav.png import PNGError, decode_png
-
     problem = png_problem(data)
     if problem:
         raise SubmissionError(f"{name}: {problem}")
     try:
-        array = decode_png(data)
-    except PNGError as err:
+        array = png.decode_png(data)
+    except png.PNGError as err:
         raise SubmissionError(f"{name}: unreadable PNG ({err})") from None
     if array.shape != (HR_SIZE, HR_SIZE) or not (
             array.dtype == np.uint16 or (array.dtype.kind in "ui" and array.min() >= 0 and array.max() <= 65535)):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from probav import png
 from probav.data.index import write_csv_atomic
 from probav.data.reference_labels import labels_path, read_labels
 from probav.scene import (MIN_FRAMES, SPLITS, BadSceneError, frame_indices, read_norm, read_scene,
@@ -25,7 +26,6 @@ from probav.scene import (MIN_FRAMES, SPLITS, BadSceneError, frame_indices, read
 INDEX_COLUMNS = ["split", "band", "name", "path", "frames", "mean_clearance", "hr_clearance", "reference", "status",
                  "reason"]
 ON_BAD_SCENE = ("stop", "skip")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Below this many scenes, starting worker processes (about 0.4 s each) costs more than it saves.
 POOL_MIN_SCENES = 200
 SUMMARY_LINES = 20
@@ -44,10 +44,10 @@ class SceneCheckError(BadSceneError):
 def png_bit_depth(path: Path) -> int:
     """Bit depth from a PNG's IHDR chunk (read_png has already checked the file is a readable PNG)."""
     with open(path, "rb") as f:
-        header = f.read(26)
-    if len(header) < 26 or not header.startswith(PNG_SIGNATURE) or header[12:16] != b"IHDR":
+        fields = png.header(f.read(26))
+    if fields is None:
         raise BadSceneError(path, "not a PNG file")
-    return header[24]
+    return fields[2]
 
 
 def _check_beyond_read_scene(scene_dir: Path, has_hr: bool) -> None:
