@@ -284,7 +284,7 @@ def _alignment(scene: Scene, lr: np.ndarray, qm: np.ndarray, top: int, frames: n
     from probav.reference import cached_alignment
 
     everything = cached_alignment(scene, cfg["registration"])
-    if everything is not None and everything.results.get(top) is not None and everything.results[top].ok:
+    if everything.results.get(top) is not None and everything.results[top].ok:
         rebased = everything.rebase(top)
         return Alignment(top, {int(k): rebased.results[int(k)] for k in frames})
     return Alignment.to(lr, qm, top, frames, cfg["registration"])
