@@ -1,6 +1,6 @@
 """Reading and writing the PNGs of PROBA-V scenes, faster than Pillow for the files that matter.
 
-Reading is most of ``probav score``'s time once the score itself is vectorised, so ``decode_png``
+Reading is most of ``probav score``'s time once the score itself is fast, so ``decode_png``
 decodes the common case itself: grayscale, not interlaced, bit depth 1, 8 or 16, and every row
 filtered with None (0), Sub (1) or Up (2). That covers every official PROBA-V file (all rows None)
 and every file ``encode_png`` writes. The steps: walk the chunks and check each CRC, check the IHDR,

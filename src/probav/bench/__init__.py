@@ -10,7 +10,7 @@ pipeline), ``models``; ``common`` holds the settings and the timing helpers, ``r
 - ``hardware``: the yardsticks — memory bandwidth (numpy copy of a large array, bytes read +
   written), numpy float32/float64 matmul GFLOP/s, the nominal float32 peak (cores × clock × FLOPs
   per cycle), and under ``hardware.tensorflow`` TensorFlow's float32 matmul and 3×3 conv GFLOP/s.
-- ``scorer``: ``probav.bench.scoring.benchmark_scorer`` (vectorised ``shifted_cpsnr_batch`` against
+- ``scorer``: ``probav.bench.scoring.benchmark_scorer`` (the compiled ``shifted_cpsnr_batch`` against
   the 49-window loop ``shifted_cpsnr_naive``, same scenes, same run, their ratio) plus scenes/s,
   bytes moved per scene and ``growth`` (time against the number of scenes).
 - ``simulator``: ``compute`` (``simulate_scene`` alone, one process) and ``generate`` (end to end:

@@ -1,4 +1,4 @@
-"""The official score: the vectorised kernel against the naive loop, and scoring a folder end to end.
+"""The official score: the compiled kernel against the naive loop, and scoring a folder end to end.
 
 - ``benchmark_scorer``: ``shifted_cpsnr_batch`` against the 49-window loop ``shifted_cpsnr_naive``
   on the same in-memory scenes, in the same run (the kernel alone; ``synthetic_scenes`` below).
@@ -104,15 +104,15 @@ def benchmark_scorer(n_scenes: int = 16, repeats: int = 5, seed: int = 0) -> dic
 # --------------------------------------------------------------------------- the official score
 
 # Bytes per scene the scorers move through memory. The compulsory part is reading SR and HR
-# (uint16) and SM (bool). The fast scorer's estimate counts its passes over the float32 buffer
-# (2 images of 384², written once, read about 4 times: sums, squares, strips, FFT input) and the
-# complex64 half spectra (2 × 384 × 193: written, multiplied, read). The naive loop's counts, per
-# window, the mask read, the two gathers (read + write float64), the difference, its square and
-# the mean: about 11 passes over 378² float64. Caches make these approximate.
+# (uint16) and SM (bool). The fast scorer's estimate adds its two float32 images (M·h and s, 384²
+# each: written once, read once by the correlation, whose rows stay in cache) and the exact
+# recompute's second read of SR, HR and SM. The naive loop's counts, per window, the mask read,
+# the two gathers (read + write float64), the difference, its square and the mean: about 11
+# passes over 378² float64. Caches make these approximate.
 _HR = 384
 _CROP = 378
 SCORER_COMPULSORY_BYTES = _HR * _HR * (2 + 2 + 1)
-SCORER_FAST_BYTES = SCORER_COMPULSORY_BYTES + 5 * 2 * _HR * _HR * 4 + 3 * 2 * _HR * (_HR // 2 + 1) * 8
+SCORER_FAST_BYTES = 2 * SCORER_COMPULSORY_BYTES + 2 * 2 * _HR * _HR * 4
 SCORER_NAIVE_BYTES = 49 * (_CROP * _CROP * (1 + 11 * 8))
 
 

@@ -188,15 +188,15 @@ def markdown_table(report: dict) -> str:
     if not missing("scorer", sc):
         der = (report.get("derived") or {}).get("scorer", {})
         frac = der.get("fast", {}).get("fraction_of_bandwidth")
-        row("scorer", "vectorised, scenes/s", sc.get("fast_scenes_per_s"),
+        row("scorer", "kernel, scenes/s", sc.get("fast_scenes_per_s"),
             f"{sc.get('n_scenes')} scenes; ≈{_fmt(frac)} of memory bandwidth (estimated bytes)")
-        row("scorer", "vectorised 1 thread, scenes/s", sc.get("fast_1thread_scenes_per_s"))
+        row("scorer", "kernel 1 thread, scenes/s", sc.get("fast_1thread_scenes_per_s"))
         row("scorer", "naive 49-window loop, scenes/s", sc.get("naive_scenes_per_s"),
-            f"vectorised is {_fmt(sc.get('ratio'))}× faster ({_fmt(sc.get('ratio_1thread'))}× on 1 thread); "
+            f"kernel is {_fmt(sc.get('ratio'))}× faster ({_fmt(sc.get('ratio_1thread'))}× on 1 thread); "
             f"max diff {_fmt(sc.get('max_abs_diff_db'))} dB")
         if sc.get("organisers_scenes_per_s"):
             row("scorer", "organisers' numpy kernel, scenes/s", sc["organisers_scenes_per_s"],
-                f"vectorised is {_fmt(sc.get('ratio_organisers'))}× faster "
+                f"kernel is {_fmt(sc.get('ratio_organisers'))}× faster "
                 f"({_fmt(sc.get('ratio_organisers_1thread'))}× on 1 thread); "
                 f"max score diff {_fmt(sc.get('max_abs_score_diff'))}")
         folder = sc.get("folder")

@@ -1,6 +1,6 @@
 """The official score written as the straightforward loop over the 49 windows.
 
-Slow (about 20 ms per scene) but obviously right: it is the oracle the vectorised scorer
+Slow (about 20 ms per scene) but obviously right: it is the oracle the fast scorer
 (``probav.metrics.score``) is tested against, and the benchmark's point of comparison. It
 shares no code with that scorer.
 """

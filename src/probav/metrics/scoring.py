@@ -10,7 +10,7 @@
 - ``score_folder(submission, data)``: a submission (zip or folder of ``imgsetNNNN.png``) against a
   data folder. Reading dominates once the kernel is fast (three PNG decodes per scene against a few
   milliseconds of arithmetic), so blocks of scenes are read and scored on ``workers`` threads
-  (PNG decoding, zlib and the kernel's numpy and FFT calls release the GIL), and nothing but the
+  (PNG decoding, zlib and the kernel's compiled loops release the GIL), and nothing but the
   prediction, HR and SM of each scene is decoded.
 
 Errors name the file and the problem: a missing, unreadable or wrongly sized HR or SM raises
@@ -31,8 +31,8 @@ from probav.metrics.score import score as scene_score
 from probav.metrics.score import shifted_cpsnr_batch
 from probav.scene import HR_SIZE, SPLITS, BadSceneError, Scene, read_image, read_mask, read_norm, scene_dirs
 
-# Scenes read and scored together by one thread: enough for the batch kernel's blocks, small enough
-# that a few blocks in flight stay within tens of MB.
+# Scenes read and scored together by one thread: enough to keep the per-task overhead small, few
+# enough that a few blocks in flight stay within tens of MB.
 BLOCK = 8
 
 
