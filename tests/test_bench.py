@@ -166,3 +166,42 @@ def test_quick_run_models(quick_run):
     # the markdown table names every part and model
     for word in ("hardware", "scorer", "simulator", "data check", "model baseline", *[f"model {m}" for m in deep]):
         assert word in table
+
+
+# --------------------------------------------------------------------------- a model against its earlier self
+
+def test_a_model_against_its_earlier_version(tmp_path, probav_mini):
+    # The package as at a commit (here HEAD, whose baseline is the working tree's) exported with git
+    # archive and run in its own process beside the current one, on the same real scenes.
+    from probav.bench.history import bench_earlier_version, repository_root
+    from probav.scene import scene_dirs
+
+    if repository_root() is None:
+        pytest.skip("not a git checkout: the earlier version cannot be exported")
+    settings = common.bench_settings({}, quick=True)
+    settings["repeats"] = 1
+    dirs = scene_dirs(probav_mini, "train")
+    result = bench_earlier_version("baseline", "HEAD", settings, {}, tmp_path, dirs)
+    assert result["scenes"] == len(dirs) >= 1
+    assert result["identical_scenes"] == len(dirs) and result["max_abs_diff_dn"] == 0
+    assert _is_summary(result["earlier_scenes_per_s"]) and _is_summary(result["now_scenes_per_s"])
+    assert result["ratio"] > 0
+    missing = bench_earlier_version("baseline", "no-such-commit", settings, {}, tmp_path, dirs)
+    assert "no-such-commit" in missing["skipped"] and "git archive" in missing["skipped"]
+
+
+def test_repeated_scenes_are_timed_without_their_caches():
+    # The bench predicts copies of one Scene: each prediction starts from an empty cache (a Scene keeps
+    # its registration in ``extra``), as a user's single prediction would.
+    from probav.bench.models import _uncached
+
+    class Scene:
+        def __init__(self):
+            self.extra = {"alignment": "cached"}
+
+    scene = Scene()
+    seen = []
+    for s in _uncached([scene, scene]):
+        seen.append(dict(s.extra))
+        s.extra["alignment"] = "cached again"
+    assert seen == [{}, {}]

@@ -42,6 +42,8 @@ DEFAULTS: dict = {
         "frames_steps": 2,     # ... steps per repeat (each K costs a new trace of the train step)
         "frames_repeats": 2,
         "frames_budget_s": 10.0,
+        "earlier": {},         # model -> commit: also time the model as it was then (probav.bench.history)
+        "earlier_scenes": 8,   # ... on this many scenes of the bench archive
     },
 }
 
@@ -57,7 +59,7 @@ QUICK: dict = {
     "data": {"workers": [1, 2], "scenes": 2},
     "pipeline": {"batches": 3},
     "models": {"growth": [1, 2], "inference_budget_s": 2.0, "train_steps": 2, "frames": [9, 12], "frames_steps": 1,
-               "frames_repeats": 1, "frames_budget_s": 2.0},
+               "frames_repeats": 1, "frames_budget_s": 2.0, "earlier_scenes": 2},
     "params": {"model": {"blocks": 1, "filters": 8}, "input": {"patch_size": 16, "batch_size": 2}},
 }
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -27,6 +27,15 @@ def _bench_scenes(work: Path, count: int) -> list:
     scenes = sorted((read_scene(d) for d in dirs[:16]), key=lambda sc: (sc.frames, sc.name))
     typical = scenes[len(scenes) // 2]
     return [typical] * max(count, 1)
+
+
+def _uncached(scenes: list) -> Iterator:
+    """The scenes with their caches emptied as each is reached: a ``Scene`` keeps work done on it in
+    ``extra`` (e.g. its registration, which shift_and_add and the reference estimator share), so
+    predicting the same object again would be flattered; a user predicts each scene once."""
+    for scene in scenes:
+        scene.extra.clear()
+        yield scene
 
 
 def _inference_growth(predict_many: Callable[[list], object], scenes: list, sizes: list[int],
@@ -54,16 +63,24 @@ def bench_classical_model(name: str, settings: dict, params: dict, work: Path) -
     model = cls(params)
     sizes = sorted({int(n) for n in settings["models"]["growth"] if int(n) >= 1}) or [1]
     scenes = _bench_scenes(work, max(sizes))
-    model.predict(scenes[0])  # warm-up (imports, caches)
-    growth = _inference_growth(lambda s: list(model.predict_many(s)), scenes, sizes, settings)
+    model.predict(scenes[0])  # warm-up (imports)
+    growth = _inference_growth(lambda s: list(model.predict_many(_uncached(s))), scenes, sizes, settings)
     with RssPeak() as rss:
-        model.predict(scenes[0])
+        model.predict(next(_uncached(scenes[:1])))
     tracemalloc.start()
-    model.predict(scenes[0])
+    model.predict(next(_uncached(scenes[:1])))
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     last = growth["rows"][-1]
-    return {"kind": "classical", "parameters": 0, "inference": {"scenes": last["scenes"],
+    earlier = {}
+    if name in (settings["models"].get("earlier") or {}):
+        from probav.bench.history import bench_earlier_version
+        from probav.scene import scene_dirs
+
+        dirs = scene_dirs(work / "raw", "train")[:max(int(settings["models"]["earlier_scenes"]), 1)]
+        earlier["earlier"] = bench_earlier_version(name, str(settings["models"]["earlier"][name]), settings,
+                                                   params, work, dirs)
+    return {**earlier, "kind": "classical", "parameters": 0, "inference": {"scenes": last["scenes"],
             "scenes_per_s": last["scenes_per_s"], "ms_per_scene": last["ms_per_scene"]},
             "inference_growth": growth,
             "peak_memory_mb": {"tracemalloc_one_scene": traced / MB, "rss_one_scene": rss.delta_mb,
@@ -258,7 +275,7 @@ def _deep_predictor(setup: DeepSetup, params: dict) -> tuple[Callable[[list], ob
     if model is not None:
         pipeline = optional_module("probav.data.pipeline")
         if pipeline is not None and hasattr(pipeline, "select_frames"):
-            return (lambda s: list(model.predict_many(s))), f"{type(model).__name__}.predict_many"
+            return (lambda s: list(model.predict_many(_uncached(s)))), f"{type(model).__name__}.predict_many"
         return ((lambda s: [model.predict_arrays(*clearest(sc)) for sc in s]),
                 f"{type(model).__name__}.predict_arrays on the K clearest frames (probav.data.pipeline not there yet)")
 

@@ -232,6 +232,13 @@ def markdown_table(report: dict) -> str:
         row(f"model {name}", "inference, scenes/s", (m.get("inference") or {}).get("scenes_per_s"),
             f"{m.get('kind')}; {m.get('parameters'):,} parameters; peak +{_fmt(peak)} MB per scene"
             + (f", {_fmt(mem['model_peak'])} MB for the model in all" if mem.get("model_peak") is not None else ""))
+        earlier = m.get("earlier")
+        if earlier and not missing(f"model {name}", earlier):
+            row(f"model {name}", f"as at {earlier['commit']}, scenes/s", earlier["earlier_scenes_per_s"],
+                f"side by side on {earlier['scenes']} freshly read scenes, each version in its own process: "
+                f"now {_fmt(earlier['now_scenes_per_s']['median'])} scenes/s, {_fmt(earlier['ratio'])}× faster; "
+                f"{earlier['identical_scenes']} of {earlier['scenes']} predictions identical "
+                f"(max difference {earlier['max_abs_diff_dn']} DN)")
         if m.get("train"):
             d = derived_models.get(name, {})
             note = f"batch {m.get('batch_size')}, patch {m.get('patch_size')}, K {m.get('frames')}"
