@@ -348,6 +348,25 @@ def test_cloudy_share_equals_a_direct_sum():
                 assert share[1, u, v] == (s[cloudy] ** 2).sum(), (kind, u, v)
 
 
+def test_hr_window_sums_equal_direct_sums():
+    # Σ M, Σ M·h and Σ M·h² over each of the 49 windows and over the whole image, from per-row range
+    # sums: equal to direct masked sums (exactly, for integer values).
+    rng = np.random.default_rng(16)
+    hr = rng.integers(0, 65536, (SIZE, SIZE)).astype(np.uint16)
+    h = hr.astype(np.float64) - 30000
+    for kind in ("clear", "blobs", "salt", "edges"):
+        sm = random_mask(rng, kind)
+        mh = np.empty((SIZE, SIZE), np.float32)
+        boxes, totals = S._hr_pass(hr, sm, 30000.0, 1.0, mh)
+        masked = np.where(sm, h, 0.0)
+        np.testing.assert_array_equal(mh, masked.astype(np.float32))
+        for q, image in enumerate((sm.astype(np.float64), masked, masked ** 2)):
+            assert totals[q] == image.sum(), (kind, q)
+            for u in range(7):
+                for v in range(7):
+                    assert boxes[q, u, v] == image[u:u + CROP, v:v + CROP].sum(), (kind, q, u, v)
+
+
 def test_any_layout_and_float_width_gives_the_same_score():
     # The compiled loops take C-contiguous uint16, float32 or float64 images: other layouts are
     # copied, float16 is widened (exactly), so the score does not depend on how the arrays are held.

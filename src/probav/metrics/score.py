@@ -112,48 +112,55 @@ def _centres(sr, hr, sm, whole_h, whole_s):
 
 
 @numba.njit(**_JIT)
+def _range_sums(values, sums):
+    """Fills sums[v] = Σ values[v : v + 378] for v = 0…6 (``values``: 384 float64) and returns
+    Σ values: everything minus what range v leaves out (the first v and the last 6 − v values), so
+    that only the edges are read twice."""
+    every = 0.0
+    for k in range(HR_SIZE):
+        every += values[k]
+    for v in range(SHIFTS):
+        left_out = 0.0
+        for k in range(v):
+            left_out += values[k]
+        for k in range(v + CROP, HR_SIZE):
+            left_out += values[k]
+        sums[v] = every - left_out
+    return every
+
+
+@numba.njit(**_JIT)
 def _hr_pass(hr, sm, h0, unit, mh):
     """Fills mh = M·h, h = (HR − h0)·unit, in float32. Returns the window sums of M, M·h and M·h²,
     (3, 7, 7) by corner (u, v), and the same three over the whole image (3,), all float64."""
-    rows = np.empty((3, HR_SIZE, SHIFTS))  # each row's sums over the 7 column ranges [v, v + 378)
-    totals = np.zeros(3)
-    edge = np.empty((3, 2 * (SHIFTS - 1)))  # the row's first 6 and last 6 values
+    values = np.empty((3, HR_SIZE))  # one row of M, M·h, M·h²
+    rows = np.empty((3, SHIFTS, HR_SIZE))  # each row's sums over the 7 column ranges [v, v + 378)
+    sums, totals = np.empty(SHIFTS), np.zeros(3)
     for r in range(HR_SIZE):
-        t0, t1, t2 = 0.0, 0.0, 0.0
         for c in range(HR_SIZE):
-            h = (hr[r, c] - h0) * unit if sm[r, c] else 0.0
+            clear = sm[r, c]
+            h = (hr[r, c] - h0) * unit if clear else 0.0
             mh[r, c] = h
-            t0 += 1.0 if sm[r, c] else 0.0
-            t1 += h
-            t2 += h * h
-        for k in range(2 * (SHIFTS - 1)):
-            c = k if k < SHIFTS - 1 else CROP + k - (SHIFTS - 1)
-            h = (hr[r, c] - h0) * unit if sm[r, c] else 0.0
-            edge[0, k], edge[1, k], edge[2, k] = (1.0 if sm[r, c] else 0.0), h, h * h
+            values[0, c] = 1.0 if clear else 0.0
+            values[1, c] = h
+            values[2, c] = h * h
         for q in range(3):
-            total = (t0, t1, t2)[q]
-            totals[q] += total
+            totals[q] += _range_sums(values[q], sums)
             for v in range(SHIFTS):
-                out = 0.0  # columns left out of range v: those before v and from v + 378 on
-                for k in range(v):
-                    out += edge[q, k]
-                for k in range(SHIFTS - 1 + v, 2 * (SHIFTS - 1)):
-                    out += edge[q, k]
-                rows[q, r, v] = total - out
+                rows[q, v, r] = sums[v]
     boxes = np.empty((3, SHIFTS, SHIFTS))
     for q in range(3):
-        for v in range(SHIFTS):
-            every = 0.0
-            for r in range(HR_SIZE):
-                every += rows[q, r, v]
+        for v in range(SHIFTS):  # then the 7 row ranges [u, u + 378) of each column range
+            _range_sums(rows[q, v], sums)
             for u in range(SHIFTS):
-                out = 0.0  # rows left out of window u: before u and from u + 378 on
-                for r in range(u):
-                    out += rows[q, r, v]
-                for r in range(u + CROP, HR_SIZE):
-                    out += rows[q, r, v]
-                boxes[q, u, v] = every - out
+                boxes[q, u, v] = sums[u]
     return boxes, totals
+
+
+@numba.njit(**_JIT)
+def _centred_sr(sr, i, j, s0, unit):
+    """s[i, j] = (SR_crop[i, j] − s0)·unit, in float64."""
+    return (sr[i + BORDER, j + BORDER] - s0) * unit
 
 
 @numba.njit(**_JIT)
@@ -162,7 +169,7 @@ def _sr_pass(sr, s0, unit, s):
     t1, t2 = 0.0, 0.0
     for i in range(CROP):
         for j in range(CROP):
-            x = (sr[i + BORDER, j + BORDER] - s0) * unit
+            x = _centred_sr(sr, i, j, s0, unit)
             s[i, j] = x
             t1 += x
             t2 += x * x
@@ -230,7 +237,7 @@ def _cloudy_share(sr, sm, words, s0, unit):
                     continue
                 t1, t2 = 0.0, 0.0
                 for j in range(a, min(b, CROP)):
-                    x = (sr[i + BORDER, j + BORDER] - s0) * unit
+                    x = _centred_sr(sr, i, j, s0, unit)
                     t1 += x
                     t2 += x * x
                 out[0, u, 0] += t1
@@ -238,12 +245,12 @@ def _cloudy_share(sr, sm, words, s0, unit):
                 for v in range(1, SHIFTS):
                     j = a - v
                     if 0 <= j < CROP:
-                        x = (sr[i + BORDER, j + BORDER] - s0) * unit
+                        x = _centred_sr(sr, i, j, s0, unit)
                         t1 += x
                         t2 += x * x
                     j = b - v
                     if 0 <= j < CROP:
-                        x = (sr[i + BORDER, j + BORDER] - s0) * unit
+                        x = _centred_sr(sr, i, j, s0, unit)
                         t1 -= x
                         t2 -= x * x
                     out[0, u, v] += t1
@@ -295,12 +302,12 @@ def _units(sr: np.ndarray, hr: np.ndarray) -> tuple[bool, float, float]:
 
 
 def _estimate_one(sr: np.ndarray, hr: np.ndarray, sm: np.ndarray):
-    """Estimates of one scene's 49 windows: cmse, lin, count, bound (each (7, 7)), the unit scale
-    and the offset h0 − s0 (see ``_estimate``). Inputs already through ``_compiled_input``."""
-    integer, hr_unit, sr_unit = _units(sr, hr)
+    """Estimates of one scene's 49 windows: cmse, lin, count, bound (each (7, 7)) and the offset
+    h0 − s0 (see ``_estimate``). Inputs already through ``_compiled_input``."""
+    _, hr_unit, sr_unit = _units(sr, hr)
     h0, s0 = _centres(sr, hr, sm, hr.dtype == np.uint16, sr.dtype == np.uint16)
     cmse, lin, count, bound = _estimate_scene(sr, hr, sm, h0, s0, hr_unit, sr_unit)
-    return cmse, lin, count, bound, (PEAK if integer else 1.0), h0 * hr_unit - s0 * sr_unit
+    return cmse, lin, count, bound, h0 * hr_unit - s0 * sr_unit
 
 
 def _estimate(sr: np.ndarray, hr: np.ndarray, sm: np.ndarray):
@@ -311,13 +318,13 @@ def _estimate(sr: np.ndarray, hr: np.ndarray, sm: np.ndarray):
     (lin / count + offset) / scale. |cmse − exact| ≤ bound for every window with count > 0.
     """
     sr, hr, sm = (_compiled_input(a) for a in (sr, hr, sm))
-    scenes = [_estimate_one(sr[i], hr[i], sm[i]) for i in range(len(sr))]
     scale = PEAK if _units(sr, hr)[0] else 1.0
+    scenes = [_estimate_one(sr[i], hr[i], sm[i]) for i in range(len(sr))]
     if not scenes:
         empty = np.empty((0, SHIFTS, SHIFTS))
         return empty, empty, empty, empty, scale, np.empty(0)
     cmse, lin, count, bound = (np.stack([scene[k] for scene in scenes]) for k in range(4))
-    return cmse, lin, count, bound, scale, np.array([scene[5] for scene in scenes])
+    return cmse, lin, count, bound, scale, np.array([scene[4] for scene in scenes])
 
 
 def shift_cmse(sr: np.ndarray, hr: np.ndarray, sm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -381,8 +388,9 @@ def _exact_window_cmse(sr: np.ndarray, hr: np.ndarray, sm: np.ndarray, u: int, v
         if n == 0:
             return float("inf")
         return (n * s2 - s1 * s1) / (n * n) / (PEAK * PEAK)
-    divisor = {True: PEAK, False: 1.0}
-    return float(_window_float_cmse(sr, hr, sm, u, v, divisor[sr.dtype == np.uint16], divisor[hr.dtype == np.uint16]))
+    sr_div = PEAK if sr.dtype == np.uint16 else 1.0
+    hr_div = PEAK if hr.dtype == np.uint16 else 1.0
+    return float(_window_float_cmse(sr, hr, sm, u, v, sr_div, hr_div))
 
 
 def cmse_to_cpsnr(cmse: np.ndarray | float) -> np.ndarray | float:
@@ -392,7 +400,7 @@ def cmse_to_cpsnr(cmse: np.ndarray | float) -> np.ndarray | float:
 
 def _best_window(sr: np.ndarray, hr: np.ndarray, sm: np.ndarray) -> tuple[float, int]:
     """Exact best cMSE of one scene and its window index (0…48)."""
-    cmse, _, count, bound, _, _ = _estimate_one(sr, hr, sm)
+    cmse, _, count, bound, _ = _estimate_one(sr, hr, sm)
     with np.errstate(invalid="ignore"):
         lower = (cmse - bound).ravel()
     # A window whose estimate is not finite (values too large for float32) is checked exactly.
