@@ -169,6 +169,94 @@ def test_registration_with_a_prepared_reference_is_the_same():
         assert {**vars(alone), "shift": None} == {**vars(shared), "shift": None}
 
 
+def _numpy_refine_shift(ref, moving, mov_mask, initial, iterations=10, smooth_sigma=0.7, max_shift=3.0,
+                        tolerance=5e-3):
+    """refine_shift's Gauss–Newton loop as it was written in numpy (before its loops were compiled):
+    (shift, offset, gain, converged, iterations run)."""
+    from probav import resample
+    from probav.registration import _erode, _fill, shift_mask
+
+    coeffs, ref_valid = ref.smoothed(smooth_sigma)
+    mov_s = ndi.gaussian_filter(_fill(moving, mov_mask), smooth_sigma)
+    mov_valid = _erode(mov_mask, int(np.ceil(2 * smooth_sigma))) if not mov_mask.all() else mov_mask
+    border = int(np.ceil(max_shift)) + 2
+    inner = np.zeros(moving.shape, bool)
+    inner[border:-border, border:-border] = True
+    shift, weights = np.asarray(initial, np.float64).copy(), None
+    for run in range(1, iterations + 1):
+        warped = resample.shift(coeffs, -shift, order=3, mode="nearest", prefilter=False)
+        valid = inner & mov_valid & shift_mask(ref_valid, -shift)
+        gy, gx = np.gradient(warped)
+        design = np.stack([np.ones(valid.sum()), warped[valid], gy[valid], gx[valid]], axis=1)
+        w = np.ones(valid.sum()) if weights is None else weights[valid]
+        offset, gain, *slope = np.linalg.solve(design.T @ (design * w[:, None]), design.T @ (w * mov_s[valid]))
+        step = np.array(slope) / gain
+        shift = shift + np.clip(step, -1.0, 1.0)
+        residual = mov_s - offset - gain * warped
+        scale = 1.4826 * np.median(np.abs(residual[valid] - np.median(residual[valid]))) + 1e-12
+        weights = np.clip(1 - (residual / (4.685 * scale)) ** 2, 0, None) ** 2
+        if np.abs(step).max() < tolerance:
+            return shift, offset, gain, True, run
+        if np.abs(shift).max() > max_shift + 1:
+            break
+    return shift, offset, gain, False, run
+
+
+def test_compiled_refinement_is_the_numpy_loop():
+    """refine_shift's compiled iterations follow the numpy loop they replace: same iterations, same
+    convergence, shifts equal to rounding (only the normal equations' sums run in another order)."""
+    from probav.registration import _erode, coarse_shift, prepare_reference, refine_shift
+
+    for seed, clouds in ((21, True), (22, False), (23, True)):
+        scene = make_scene(seed, frames=6, max_shift=2.0, clouds=clouds, cloud_every=2)
+        lr = scene.lr / 65535.0
+        prepared = prepare_reference(lr[0], scene.qm[0])
+        for k in range(1, scene.frames):
+            mask = _erode(scene.qm[k], 1)
+            initial = coarse_shift(lr[0], lr[k], prepared.mask, mask, prepared=prepared)
+            for start in (initial, initial + 0.4):  # from the coarse estimate, and from further away
+                result = refine_shift(lr[0], lr[k], prepared.mask, mask, start, prepared=prepared)
+                shift, offset, gain, converged, _ = _numpy_refine_shift(prepared, lr[k], mask, start)
+                assert result.ok and (result.reason == "") == converged
+                np.testing.assert_allclose(result.shift, shift, rtol=0, atol=1e-9)
+
+
+def test_compiled_refinement_pieces_equal_numpy():
+    """The warp, the common mask and the robust weights are numpy's to the bit; the normal
+    equations to rounding."""
+    from probav import resample
+    from probav.registration import _common_valid, _normal_equations, _tukey_weights, _warp, shift_mask
+
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        coeffs = rng.normal(size=(64, 80))
+        shift = rng.uniform(-4, 4, 2) if trial % 4 else np.round(rng.uniform(-4, 4, 2))
+        if trial == 0:
+            shift = np.zeros(2)
+        warped = _warp(coeffs, shift)
+        np.testing.assert_array_equal(warped, resample.shift(coeffs, -shift, order=3, mode="nearest", prefilter=False))
+        ref_valid = ndi.gaussian_filter(rng.normal(size=coeffs.shape), 3) > -0.1
+        base = rng.uniform(size=coeffs.shape) > 0.05
+        base[:5], base[-5:], base[:, :5], base[:, -5:] = False, False, False, False
+        valid = _common_valid(base, ref_valid, shift)
+        np.testing.assert_array_equal(valid, base & shift_mask(ref_valid, -shift))
+
+        target, weights = rng.normal(size=coeffs.shape), rng.uniform(size=coeffs.shape)
+        normal, rhs = _normal_equations(warped, valid, target, weights)
+        gy, gx = np.gradient(warped)
+        design = np.stack([np.ones(valid.sum()), warped[valid], gy[valid], gx[valid]], axis=1)
+        w = weights[valid]
+        size = np.abs(design).T @ (np.abs(design) * w[:, None])  # what rounding is relative to
+        assert np.all(np.abs(normal - design.T @ (design * w[:, None])) <= 1e-13 * size)
+        assert np.all(np.abs(rhs - design.T @ (w * target[valid])) <= 1e-13 * (np.abs(design).T @ np.abs(w * target[valid])))
+
+        offset, gain = rng.normal(), rng.uniform(0.5, 2.0)
+        residual = target - offset - gain * warped
+        scale = 1.4826 * np.median(np.abs(residual[valid] - np.median(residual[valid]))) + 1e-12
+        np.testing.assert_array_equal(_tukey_weights(target, warped, valid, offset, gain),
+                                      np.clip(1 - (residual / (4.685 * scale)) ** 2, 0, None) ** 2)
+
+
 def test_clear_median_is_numpys_nanmedian():
     from probav.registration import clear_median
 

@@ -40,14 +40,16 @@ so choosing on it flatters the reported score: ``make tune`` (``probav.tuning``)
 val split instead, with every value also scored on the real scenes, and says which shipped values it would change
 (``metrics/tuning.json``; the shipped values change only by hand).
 
-Where the time goes: about half of a scene's time (both tracks, the challenge track's reference
-estimate included) is registering its frames (``probav.registration``: once per scene, shared with the
-reference estimator); the rest is resampling (the registered stack, each frame's cubic upscale and
-weights in the fusion, the back-projection's ten spline upscales), the robust weights and the clear
-median. Every resampling is a translation or a ×3 zoom, computed per axis (``probav.resample``: equal to
-the ``scipy.ndimage`` / ``skimage`` calls up to rounding, several times fewer operations), and the
-clear median is computed once for the target and the fusion. That made the model about 4× faster per
-scene than the per-pixel ``scipy.ndimage`` version, with the same uint16 output on the scenes compared.
+Where the time goes (sampled with py-spy on fresh synthetic scenes): a little over half of a scene's
+time (both tracks, the challenge track's reference estimate included) is registering its frames
+(``probav.registration``: once per scene, shared with the reference estimator), mostly the masked
+correlation's FFTs and the Gauss–Newton refinement, whose loops are compiled; the rest is resampling
+(the registered stack, each frame's cubic upscale and weights in the fusion, the back-projection's ten
+spline upscales), the robust weights and the clear median. Every resampling is a translation or a ×3
+zoom, computed per axis (``probav.resample``: equal to the ``scipy.ndimage`` / ``skimage`` calls up to
+rounding, several times fewer operations), and the clear median is computed once for the target and
+the fusion. ``make bench`` times the model against its version before these changes (702e730), side by
+side on the same scenes, with identical predictions.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ from scipy import ndimage as ndi
 from probav import resample
 from probav.models.baseline import clearest_frames
 from probav.models.registry import SRModel, register
+from probav.order_statistics import median
 from probav.registration import Alignment, clear_median, shift_image
 from probav.scene import HR_SIZE, SCALE, Scene, to_uint16
 
@@ -180,7 +183,7 @@ def _noise_scale(diffs: np.ndarray, masks: np.ndarray) -> float:
     values = diffs[masks]
     if values.size == 0:
         return 1e-6
-    return float(1.4826 * np.median(np.abs(values - np.median(values)))) + 1e-6
+    return 1.4826 * median(np.abs(values - median(values))) + 1e-6
 
 
 def robust_weights(stack: np.ndarray, masks: np.ndarray, target: np.ndarray, valid: np.ndarray, cfg: dict) -> np.ndarray:
