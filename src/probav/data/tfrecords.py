@@ -71,11 +71,12 @@ DEFAULT_LEVEL = 1
 RESUME_FORMAT = 1
 RESUME_DIR = "resume"  # out/resume/<shard file>.json: a complete shard's key and what meta.json needs of it
 FINGERPRINT_MODULES = ["probav.data.tfrecords", "probav.data.index", "probav.scene", "probav.png",
-                       "probav.reference", "probav.registration", "probav.resample", "probav.models.registry",
+                       "probav.reference", "probav.registration", "probav.order_statistics", "probav.resample",
+                       "probav.models.registry",
                        "probav.models.baseline", "probav.models.shift_and_add", "probav.metrics.score",
                        "probav.data.reference_labels"]
 FINGERPRINT_LIBRARIES = ["tensorflow", "tensorflow-cpu", "protobuf", "numpy", "scipy", "scikit-image", "Pillow",
-                         "pandas"]
+                         "pandas", "numba"]
 
 
 def shard_name(subset: str, index: int, count: int) -> str:
