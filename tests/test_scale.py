@@ -113,6 +113,22 @@ def test_stage_order_and_a_whole_run(toy_repo, tmp_path):
     json.dumps(run)  # JSON-able
 
 
+def test_a_clone_runs_every_stage_even_when_its_committed_outputs_look_up_to_date(toy_repo, tmp_path):
+    """Outputs tracked in git (metrics, cache: false) come with a clone; with the committed dvc.lock, DVC
+    would skip their stage when its dependencies hash the same. The measured run must not skip it."""
+    repo, env = toy_repo
+    dvc_yaml = repo / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("outs: [data/count.txt]", "metrics: [{data/count.txt: {cache: false}}]"))
+    run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)  # noqa: E731
+    run("dvc", "repro", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "outputs of count tracked in git")
+    result = scale.run_pipeline(repo, "default", None, tmp_path / "work", log=None)
+    assert "failed" not in result and set(result["stages"]) == {"make", "count"}
+    log = Path(result["log"]).read_text()
+    assert "skipping" not in log and "Running stage 'count'" in log
+
+
 def test_markdown_table_names_every_stage_and_a_stopped_run():
     small = {"scenes": 100, "order": ["a", "b"], "seconds": 15.0,
              "stages": {"a": {"seconds": 10.0, "peak_rss_mb": 100.0, "disk_mb": 5.0},

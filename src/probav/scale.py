@@ -205,9 +205,10 @@ def run_pipeline(repo: Path, name: str, overrides: dict | None, work: Path | Non
             elif path.exists() or path.is_symlink():
                 path.unlink()
         load_before = os.getloadavg()[0]
-        # In place: forced, and not restored from DVC's run cache (which would skip the work being measured).
-        forced = ["-f", "--no-run-cache"] if in_place else []
-        row = measure_command(["dvc", "repro", "-s", *forced, stage], clone, env, log_path)
+        # Forced, and not restored from DVC's run cache: either would skip the work being measured. In a
+        # fresh clone too: outputs tracked in git (metrics with cache: false) come with the clone and, with
+        # the committed dvc.lock, make DVC skip a stage whose dependencies hash the same as committed.
+        row = measure_command(["dvc", "repro", "-s", "-f", "--no-run-cache", stage], clone, env, log_path)
         row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # 1-min, before and after
         disk_after = disk_mb(clone)
         # In place, a forced stage replaces outputs that were already there: what it adds is not known.
